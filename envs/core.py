@@ -1,0 +1,250 @@
+"""The environment core: a robot, a task and a scene joined into one ``gymnasium.Env``.
+
+* ``Robot`` turns normalised actions into motion and reports proprioception.
+* ``Task`` builds the objects, samples the instruction, judges success and brings its expert.
+* ``RobotTaskEnv`` owns the ``Simulation`` (one PyBullet client), the cameras and lighting,
+  validates actions and assembles observations.
+
+Every random draw flows from Gymnasium's seed: ``reset`` hands ``self.np_random`` to the task.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vlagym.envs.sim import Camera, Lighting, Simulation
+
+# Instructions are ASCII sentences; the Text space needs an explicit alphabet and bound.
+INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-"
+MAX_INSTRUCTION_LEN = 160
+
+
+class Robot(abc.ABC):
+    """A body the agent moves. Subclasses define ``action_space`` and ``proprio_space``."""
+
+    action_space: spaces.Box
+    proprio_space: spaces.Box
+
+    @abc.abstractmethod
+    def load(self, sim: Simulation, rng: np.random.Generator) -> None:
+        """Add the robot to a freshly reset simulation."""
+
+    @abc.abstractmethod
+    def apply_action(self, action: np.ndarray) -> None:
+        """Set motor targets for one control period (the env steps the physics)."""
+
+    @abc.abstractmethod
+    def proprio(self) -> np.ndarray:
+        """Proprioception as float32, shaped like ``proprio_space``."""
+
+    def cameras(self) -> dict[str, Camera]:
+        """Cameras that ride on the robot, updated to the current pose (none by default)."""
+        return {}
+
+
+class Expert(abc.ABC):
+    """A scripted policy that reads privileged simulator state.
+
+    Args:
+        task: the task whose state the expert reads.
+        noise: standard deviation of Gaussian noise added to the continuous action
+            dimensions (in normalised units); the returned, executed action includes it,
+            so recorded demonstrations show the recoveries it causes.
+        seed: seeds the noise generator; ``None`` draws from the task's episode seed.
+    """
+
+    def __init__(self, task: Task, noise: float = 0.0, seed: int | None = None) -> None:
+        if noise < 0:
+            raise ValueError(f"expert noise must be >= 0, got {noise}")
+        self.task = task
+        self.noise = float(noise)
+        self._noise_rng = np.random.default_rng(seed if seed is not None else task.episode_seed)
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        action = np.asarray(self.plan(obs, info), dtype=np.float32)
+        if self.noise > 0:
+            action = action + self._noise_mask() * self._noise_rng.normal(0.0, self.noise, action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def _noise_mask(self) -> np.ndarray:
+        """Which action dimensions receive noise (all continuous ones by default)."""
+        return np.ones(self.task.env.action_space.shape, dtype=np.float32)
+
+    @abc.abstractmethod
+    def plan(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        """The noiseless action."""
+
+
+class Task(abc.ABC):
+    """Objects, instruction, success and expert of one task family.
+
+    The object that samples the sentence is the object that checks it (BabyAI's
+    ``surface``/``verify``): ``reset`` draws the goal and its wording from ``rng``,
+    ``is_success`` judges the same goal from simulator state.
+    """
+
+    name: str = "task"
+    max_steps: int = 100
+
+    def __init__(self) -> None:
+        self.env: RobotTaskEnv | None = None
+        self.instruction: str = ""
+        self.episode_seed: int | None = None
+
+    @property
+    def sim(self) -> Simulation:
+        return self.env.sim
+
+    @abc.abstractmethod
+    def reset(self, rng: np.random.Generator) -> None:
+        """Build the task's objects and set ``self.instruction``."""
+
+    @abc.abstractmethod
+    def is_success(self) -> bool: ...
+
+    def info(self) -> dict[str, Any]:
+        """Task facts reported every step (distances, grasp state, ...)."""
+        return {}
+
+    def dense_reward(self) -> float:
+        """Shaped reward for RL; sparse success reward is used when this is not overridden."""
+        return float(self.is_success())
+
+    def state(self) -> np.ndarray:
+        """Privileged low-dimensional state (for ``obs_mode='state'``); fixed length per task."""
+        return np.zeros(0, dtype=np.float32)
+
+    state_dim: int = 0
+
+    @abc.abstractmethod
+    def expert(self, noise: float = 0.0, seed: int | None = None) -> Expert: ...
+
+
+class RobotTaskEnv(gym.Env):
+    """Base environment: see the concrete environments' docstrings for the sections."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        robot: Robot,
+        task: Task,
+        cameras: dict[str, Camera],
+        lighting: Lighting | None = None,
+        obs_mode: str = "rgb",
+        reward_type: str = "sparse",
+        render_mode: str | None = None,
+        control_hz: int = 10,
+    ) -> None:
+        if obs_mode not in ("rgb", "state"):
+            raise ValueError(f"obs_mode must be 'rgb' or 'state', got {obs_mode!r}")
+        if reward_type not in ("sparse", "dense"):
+            raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.sim = Simulation(control_hz=control_hz)
+        self.robot = robot
+        self.task = task
+        task.env = self
+        self.cameras = cameras
+        self.lighting = lighting or Lighting()
+        self.obs_mode = obs_mode
+        self.reward_type = reward_type
+        self.render_mode = render_mode
+        self.action_space = robot.action_space
+        obs: dict[str, spaces.Space] = {}
+        if obs_mode == "rgb":
+            for key, cam in self.all_cameras().items():
+                obs[key] = spaces.Box(0, 255, (cam.height, cam.width, 3), np.uint8)
+        else:
+            obs["state"] = spaces.Box(-np.inf, np.inf, (task.state_dim,), np.float32)
+        obs["instruction"] = spaces.Text(MAX_INSTRUCTION_LEN, min_length=1, charset=INSTRUCTION_CHARSET)
+        obs["proprio"] = robot.proprio_space
+        self.observation_space = spaces.Dict(obs)
+        self._last_obs: dict[str, Any] | None = None
+
+    def all_cameras(self) -> dict[str, Camera]:
+        return {**self.cameras, **self.robot.cameras()}
+
+    # --- gymnasium API ------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.sim.reset()
+        self.task.episode_seed = int(self.np_random.integers(2**31))
+        self.build_scene(self.np_random)
+        self.robot.load(self.sim, self.np_random)
+        self.task.reset(self.np_random)
+        if len(self.task.instruction) > MAX_INSTRUCTION_LEN:
+            raise RuntimeError(f"instruction longer than {MAX_INSTRUCTION_LEN} chars: {self.task.instruction!r}")
+        self._steps = 0
+        obs = self._observe()
+        return obs, self._info()
+
+    def step(self, action):
+        action = self._check_action(action)
+        self.robot.apply_action(action)
+        self.sim.step()
+        self._steps += 1
+        success = self.task.is_success()
+        reward = self.task.dense_reward() if self.reward_type == "dense" else float(success)
+        obs = self._observe()
+        return obs, float(reward), bool(success), False, self._info(success)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._last_obs is not None and "rgb" in self._last_obs:
+            return self._last_obs["rgb"]
+        cam = next(iter(self.cameras.values()))
+        return self.sim.render(cam, self.lighting)
+
+    def close(self) -> None:
+        self.sim.close()
+
+    # --- hooks --------------------------------------------------------------------------------------------
+    def build_scene(self, rng: np.random.Generator) -> None:
+        """Static scenery (floor, table, rooms); called before the robot loads."""
+
+    # --- internals ----------------------------------------------------------------------------------------
+    def _check_action(self, action) -> np.ndarray:
+        if not hasattr(self, "_steps"):
+            raise RuntimeError("call reset() before step()")
+        if isinstance(self.action_space, spaces.Discrete):
+            if not np.isscalar(action) and np.shape(action) != ():
+                raise ValueError(f"expected a scalar discrete action, got shape {np.shape(action)}")
+            action = int(action)
+            if not self.action_space.contains(action):
+                raise ValueError(f"action {action} outside Discrete({self.action_space.n})")
+            return action
+        arr = np.asarray(action, dtype=np.float64)
+        if arr.shape != self.action_space.shape:
+            raise ValueError(
+                f"action has shape {arr.shape}, expected {self.action_space.shape} "
+                f"(see {type(self).__name__}'s Action section)"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"action contains NaN or inf: {arr.tolist()}")
+        return np.clip(arr, self.action_space.low, self.action_space.high).astype(np.float32)
+
+    def _observe(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {}
+        if self.obs_mode == "rgb":
+            for key, cam in self.all_cameras().items():
+                obs[key] = self.sim.render(cam, self.lighting)
+        else:
+            obs["state"] = self.task.state().astype(np.float32)
+        obs["instruction"] = self.task.instruction
+        obs["proprio"] = self.robot.proprio().astype(np.float32)
+        self._last_obs = obs
+        return obs
+
+    def _info(self, success: bool | None = None) -> dict[str, Any]:
+        if success is None:
+            success = self.task.is_success()
+        return {"success": bool(success), "task": self.task.name, "instruction": self.task.instruction,
+                **self.task.info()}

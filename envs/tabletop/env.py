@@ -1,0 +1,98 @@
+"""The tabletop environment: a Franka Panda at a table with procedural objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as pb
+
+from vlagym.envs.core import RobotTaskEnv
+from vlagym.envs.sim import Camera, Lighting
+from vlagym.envs.tabletop.panda import Panda
+from vlagym.envs.tabletop.tasks import TASKS, make_task
+
+TABLE_COLOR = (0.72, 0.58, 0.42, 1.0)
+FLOOR_COLOR = (0.45, 0.45, 0.48, 1.0)
+
+
+class TabletopEnv(RobotTaskEnv):
+    """Language-conditioned tabletop manipulation with a Franka Panda.
+
+    ## Description
+    A Panda stands at the edge of a table (its base at the origin, facing +x; the table
+    top is z = 0). Two to five procedural objects (cubes, cylinders, bowls in eight
+    colours and two sizes) stand on the table without overlapping. The task names one of
+    them in a sentence. Physics runs at 240 Hz; the agent acts at 10 Hz.
+
+    ## Instruction
+    ``obs["instruction"]`` is drawn from the task's paraphrase templates, for example
+    "pick up the red cube". Spatial words ("left side of the table") are as seen from
+    the front camera, the way a person standing there would say them. Every object
+    phrase names exactly one object in the scene.
+
+    ## Observation
+    ``spaces.Dict`` with ``"rgb"`` (uint8, H x W x 3) from a fixed front camera facing the
+    robot, ``"rgb_wrist"`` when ``wrist_camera=True``, ``"instruction"`` (``spaces.Text``) and
+    ``"proprio"`` (float32, 6: end-effector x, y, z, sin and cos of gripper yaw, finger
+    opening). With ``obs_mode="state"`` the images are replaced by ``"state"``: the
+    objects' poses (5 slots of x, y, z, sin yaw, cos yaw, present), the task's objects first.
+
+    ## Action
+    ``Box(-1, 1, (5,), float32)``: ``(dx, dy, dz, dyaw, gripper)``. Position deltas scale to
+    at most 4 cm per step, yaw to 0.25 rad; the gripper closes when ``gripper >= 0``.
+    Wrong shapes and NaN raise ``ValueError``.
+
+    ## Reward
+    Sparse: 1.0 on the step the task succeeds, else 0. ``reward_type="dense"`` gives the
+    task's shaped reward (documented in each task's file).
+
+    ## Termination
+    Terminates on success; truncates at the task's step limit (through Gymnasium's
+    ``TimeLimit``, set at registration). ``info["success"]`` is reported every step.
+
+    ## Registered ids
+    ``vlagym/TabletopTouch-v0``, ``vlagym/TabletopPickUp-v0``, ``vlagym/TabletopPlace-v0``,
+    ``vlagym/TabletopPush-v0``, ``vlagym/TabletopStack-v0``.
+
+    Args:
+        task: task name, one of ``TASKS``.
+        image_size: camera resolution (height, width) or one int for square images.
+        wrist_camera: also render ``"rgb_wrist"`` from the hand.
+        lighting: a ``Lighting``, or a dict of its fields.
+        obs_mode: ``"rgb"`` (images) or ``"state"`` (privileged object poses, no rendering).
+        reward_type: ``"sparse"`` or ``"dense"``.
+        num_distractors: ``(low, high)`` distractor count, or an int; the task's default when None.
+        render_mode: ``None`` or ``"rgb_array"`` (returns the front camera image).
+    """
+
+    def __init__(
+        self,
+        task: str = "touch",
+        image_size: int | tuple[int, int] = 128,
+        wrist_camera: bool = False,
+        lighting: Lighting | dict | None = None,
+        obs_mode: str = "rgb",
+        reward_type: str = "sparse",
+        num_distractors: tuple[int, int] | int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if isinstance(lighting, dict):
+            lighting = Lighting(**lighting)
+        front = Camera(eye=(0.98, 0.0, 0.8), target=(0.42, 0.0, 0.05), fov=46.0, width=w, height=h)
+        super().__init__(
+            robot=Panda(wrist_camera=wrist_camera, image_size=(h, w)),
+            task=make_task(task, num_distractors=num_distractors),
+            cameras={"rgb": front},
+            lighting=lighting,
+            obs_mode=obs_mode,
+            reward_type=reward_type,
+            render_mode=render_mode,
+        )
+
+    def build_scene(self, rng: np.random.Generator) -> None:
+        sim = self.sim
+        sim.create_primitive("floor", pb.GEOM_BOX, FLOOR_COLOR, (0, 0, -0.76), halfExtents=[3.0, 3.0, 0.01])
+        sim.create_primitive("table", pb.GEOM_BOX, TABLE_COLOR, (0.35, 0.0, -0.025), halfExtents=[0.45, 0.55, 0.025])
+
+
+__all__ = ["TASKS", "TabletopEnv"]

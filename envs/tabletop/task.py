@@ -1,0 +1,100 @@
+"""The tabletop task base: objects on the table, their words, and state for RL."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from vlagym.envs.core import Task
+from vlagym.envs.tabletop.panda import FINGER_JOINTS
+from vlagym.envs.tabletop.objects import COLORS, GRASPABLE, SIZES, ObjectSpec, place_without_overlap, spawn
+
+# Where objects may stand: (low, high) of x, y in the robot's base frame (metres).
+REGION = np.array([[0.32, -0.24], [0.66, 0.24]])
+MAX_OBJECTS = 5
+OBJECT_STATE_DIM = 6  # x, y, z, sin(yaw), cos(yaw), present
+
+
+class TabletopTask(Task):
+    """Base for tabletop tasks.
+
+    Subclasses implement ``sample(rng) -> (objects, instruction)`` where objects are the
+    task's own (target first) and the base adds distractors, places everything and
+    spawns it. Names in the simulator are ``obj0``, ``obj1``, ... in that order.
+    """
+
+    num_distractors: tuple[int, int] = (1, 3)
+    state_dim = MAX_OBJECTS * OBJECT_STATE_DIM
+
+    def __init__(self, num_distractors: tuple[int, int] | int | None = None) -> None:
+        super().__init__()
+        if num_distractors is not None:
+            lo, hi = (num_distractors, num_distractors) if isinstance(num_distractors, int) else num_distractors
+            if not 0 <= lo <= hi:
+                raise ValueError(f"num_distractors must be 0 <= low <= high, got {num_distractors!r}")
+            self.num_distractors = (lo, hi)
+        self.objects: list[ObjectSpec] = []
+
+    # --- for subclasses -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sample(self, rng: np.random.Generator) -> tuple[list[ObjectSpec], str]:
+        """The task's own objects (target first) and the instruction naming them."""
+
+    templates: tuple[str, ...] = ()
+
+    def phrase(self, rng: np.random.Generator, **words: str) -> str:
+        return str(rng.choice(self.templates)).format(**words)
+
+    @staticmethod
+    def random_spec(rng: np.random.Generator, shapes=GRASPABLE, exclude: list[ObjectSpec] = ()) -> ObjectSpec:
+        """A spec whose colour-and-shape differs from every spec in ``exclude``."""
+        taken = {(s.color, s.shape) for s in exclude}
+        choices = [(c, s) for c in COLORS for s in shapes if (c, s) not in taken]
+        color, shape = choices[rng.integers(len(choices))]
+        return ObjectSpec(shape=shape, color=color, size=str(rng.choice(SIZES)))
+
+    def name_of(self, index: int) -> str:
+        return f"obj{index}"
+
+    # --- Task API -----------------------------------------------------------------------------------------
+    def reset(self, rng: np.random.Generator) -> None:
+        own, self.instruction = self.sample(rng)
+        n = int(rng.integers(self.num_distractors[0], self.num_distractors[1] + 1))
+        n = min(n, MAX_OBJECTS - len(own))
+        specs = list(own)
+        for _ in range(n):
+            # Distractors never share colour and shape with another object, so every
+            # phrase like "the red cube" names exactly one object. At most two bowls:
+            # they are large and crowd the table.
+            shapes = GRASPABLE + ("bowl",) if sum(s.shape == "bowl" for s in specs) < 2 else GRASPABLE
+            specs.append(self.random_spec(rng, shapes=shapes, exclude=specs))
+        self.objects = specs
+        for i, (spec, (xy, yaw)) in enumerate(zip(specs, place_without_overlap(rng, specs, REGION))):
+            spawn(self.sim, self.name_of(i), spec, xy, yaw)
+        # Let objects settle on the table before the first observation.
+        for _ in range(10):
+            self.sim.client.stepSimulation()
+
+    def state(self) -> np.ndarray:
+        out = np.zeros((MAX_OBJECTS, OBJECT_STATE_DIM), dtype=np.float32)
+        for i in range(len(self.objects)):
+            pos = self.sim.position(self.name_of(i))
+            yaw = self.sim.yaw(self.name_of(i))
+            out[i] = (*pos, np.sin(yaw), np.cos(yaw), 1.0)
+        return out.ravel()
+
+    def info(self) -> dict[str, Any]:
+        return {"objects": [s.words(with_size=True) for s in self.objects]}
+
+    # --- helpers ------------------------------------------------------------------------------------------
+    def ee(self) -> np.ndarray:
+        return self.env.robot.ee_pose()[0]
+
+    def touching(self, index: int) -> bool:
+        return self.sim.in_contact("robot", self.name_of(index))
+
+    def grasped(self, index: int) -> bool:
+        """Both fingers touch the object."""
+        return all(self.sim.in_contact("robot", self.name_of(index), link_a=j) for j in FINGER_JOINTS)
