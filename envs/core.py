@@ -22,6 +22,8 @@ from vlagym.envs.sim import Camera, Lighting, Simulation
 # Instructions are ASCII sentences; the Text space needs an explicit alphabet and bound.
 INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-"
 MAX_INSTRUCTION_LEN = 160
+# Privileged state holds positions (metres) and unit vectors; anything beyond is a bug.
+STATE_BOUND = 100.0
 
 
 class Robot(abc.ABC):
@@ -162,7 +164,7 @@ class RobotTaskEnv(gym.Env):
             for key, cam in self.all_cameras().items():
                 obs[key] = spaces.Box(0, 255, (cam.height, cam.width, 3), np.uint8)
         else:
-            obs["state"] = spaces.Box(-np.inf, np.inf, (task.state_dim,), np.float32)
+            obs["state"] = spaces.Box(-STATE_BOUND, STATE_BOUND, (task.state_dim,), np.float32)
         obs["instruction"] = spaces.Text(MAX_INSTRUCTION_LEN, min_length=1, charset=INSTRUCTION_CHARSET)
         obs["proprio"] = robot.proprio_space
         self.observation_space = spaces.Dict(obs)

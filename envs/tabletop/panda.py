@@ -43,7 +43,8 @@ class Panda(Robot):
     """A fixed-base Panda at the table's edge (base at the origin, facing +x)."""
 
     action_space = spaces.Box(-1.0, 1.0, (5,), np.float32)
-    proprio_space = spaces.Box(-np.inf, np.inf, (6,), np.float32)
+    proprio_space = spaces.Box(np.array([-2, -2, -2, -1, -1, 0], np.float32),
+                               np.array([2, 2, 2, 1, 1, 0.1], np.float32), dtype=np.float32)
 
     def __init__(self, wrist_camera: bool = False, image_size: tuple[int, int] = (128, 128)) -> None:
         self.sim: Simulation | None = None

@@ -1,0 +1,183 @@
+"""Run agents in environments: single episodes, parallel batches and their summaries.
+
+An *agent* is anything with ``act(obs, info) -> action`` and optionally ``reset()``. The
+scripted experts are agents; so is a trained policy wrapped by ``PolicyAgent`` later.
+Episodes run in worker processes, one environment each, seeded explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from vlagym.agents.stats import wilson_interval
+from vlagym.agents.video import annotate
+
+
+@dataclass
+class Episode:
+    """The outcome of one episode (frames only when asked for)."""
+
+    env_id: str
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    final_distance: float | None
+    agent_ms_per_step: float
+    env_ms_per_step: float
+    info: dict[str, Any] = field(default_factory=dict)
+    frames: list[np.ndarray] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("frames")
+        return out
+
+
+def expert_agent(env: gym.Env, noise: float = 0.0):
+    """The task's scripted expert for the episode that ``env`` was just reset to."""
+    return env.unwrapped.task.expert(noise=noise)
+
+
+def run_episode(
+    env: gym.Env,
+    seed: int,
+    make_agent: Callable[[gym.Env], Any] = expert_agent,
+    record: bool = False,
+    video_key: str = "rgb",
+) -> Episode:
+    """Reset ``env`` with ``seed``, let the agent act until the episode ends."""
+    obs, info = env.reset(seed=seed)
+    agent = make_agent(env)
+    if hasattr(agent, "reset"):
+        agent.reset()
+    instruction = obs["instruction"]
+    frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
+    agent_t = env_t = 0.0
+    steps, done = 0, False
+    while not done:
+        t0 = time.perf_counter()
+        action = agent.act(obs, info)
+        t1 = time.perf_counter()
+        obs, _, terminated, truncated, info = env.step(action)
+        env_t += time.perf_counter() - t1
+        agent_t += t1 - t0
+        steps += 1
+        done = terminated or truncated
+        if record:
+            outcome = None if not done else ("success" if info["success"] else "failure")
+            frames.append(annotate(_frame(obs, video_key), instruction, steps, outcome))
+    facts = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) and k != "instruction"}
+    return Episode(
+        env_id=env.spec.id if env.spec else type(env.unwrapped).__name__,
+        seed=int(seed),
+        instruction=instruction,
+        success=bool(info["success"]),
+        steps=steps,
+        final_distance=_final_distance(info),
+        agent_ms_per_step=1000 * agent_t / steps,
+        env_ms_per_step=1000 * env_t / steps,
+        info=facts,
+        frames=frames,
+    )
+
+
+def _frame(obs: dict[str, Any], key: str) -> np.ndarray:
+    if key not in obs:
+        raise KeyError(f"observation has no {key!r} to record; keys: {sorted(obs)} (use obs_mode='rgb')")
+    frame = obs[key]
+    if "rgb_map" in obs and key == "rgb":  # navigation: the map beside the camera view
+        m = obs["rgb_map"]
+        if m.shape[0] != frame.shape[0]:
+            reps = max(1, frame.shape[0] // m.shape[0])
+            m = np.repeat(np.repeat(m, reps, 0), reps, 1)[: frame.shape[0]]
+        frame = np.concatenate([frame, m], axis=1)
+    return frame
+
+
+def _final_distance(info: dict[str, Any]) -> float | None:
+    for key in ("distance_to_goal", "target_distance"):
+        if key in info:
+            return float(info[key])
+    return None
+
+
+# --- parallel batches ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    env_id: str
+    seed: int
+    record: bool = False
+    noise: float = 0.0
+    env_kwargs: tuple = ()
+
+
+def _run_job(job: Job) -> Episode:
+    env = _worker_env(job.env_id, job.env_kwargs)
+    return run_episode(env, job.seed, lambda e: expert_agent(e, job.noise), record=job.record)
+
+
+_ENVS: dict[tuple, gym.Env] = {}
+
+
+def _worker_env(env_id: str, kwargs: tuple) -> gym.Env:
+    """One env per (id, kwargs) per worker process, reused across episodes (reset wipes it)."""
+    import vlagym  # noqa: F401  (registers ids in spawned workers)
+
+    key = (env_id, kwargs)
+    if key not in _ENVS:
+        _ENVS[key] = gym.make(env_id, **dict(kwargs))
+    return _ENVS[key]
+
+
+def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episodes") -> list[Episode]:
+    """Run expert episodes in ``workers`` processes with a progress bar; results in job order."""
+    jobs = list(jobs)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    results: list[Episode | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, unit="ep", dynamic_ncols=True)
+    ok = 0
+    if workers == 1:
+        for i, job in enumerate(jobs):
+            results[i] = _run_job(job)
+            ok += results[i].success
+            bar.set_postfix(success=f"{ok}/{i + 1}")
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
+            for n, fut in enumerate(as_completed(futures), 1):
+                results[futures[fut]] = fut.result()
+                ok += results[futures[fut]].success
+                bar.set_postfix(success=f"{ok}/{n}")
+                bar.update()
+    bar.close()
+    return results
+
+
+def summarize(episodes: list[Episode]) -> dict[str, Any]:
+    """Success with a 95% Wilson interval, lengths, distances and timing for a list of episodes."""
+    n = len(episodes)
+    k = sum(e.success for e in episodes)
+    lo, hi = wilson_interval(k, n)
+    dists = [e.final_distance for e in episodes if e.final_distance is not None]
+    agent_ms = float(np.mean([e.agent_ms_per_step for e in episodes])) if n else 0.0
+    return {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else 0.0,
+        "success_ci95": [lo, hi],
+        "mean_steps": float(np.mean([e.steps for e in episodes])) if n else 0.0,
+        "final_distance_mean": float(np.mean(dists)) if dists else None,
+        "agent_ms_per_step": agent_ms,
+        "env_ms_per_step": float(np.mean([e.env_ms_per_step for e in episodes])) if n else 0.0,
+    }

@@ -1,0 +1,84 @@
+"""Evaluation reports: ``report.json`` for machines, ``report.md`` for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pybullet
+
+import vlagym
+from vlagym.agents.rollout import Episode, summarize
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    return {
+        "vlagym_version": vlagym.__version__,
+        "git_revision": git_revision(),
+        "pybullet_api_version": pybullet.getAPIVersion(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "renderer": "TinyRenderer (CPU)",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def build_report(rows: dict[str, list[Episode]], seeds: dict[str, list[int]], **extra) -> dict[str, Any]:
+    """Group episodes by agent and env id; ``rows`` maps an agent name ("expert", ...) to episodes."""
+    report: dict[str, Any] = {"provenance": provenance(), **extra, "agents": {}}
+    for agent, episodes in rows.items():
+        by_env: dict[str, list[Episode]] = defaultdict(list)
+        for ep in episodes:
+            by_env[ep.env_id].append(ep)
+        report["agents"][agent] = {
+            "overall": summarize(episodes),
+            "per_task": {env_id: {**summarize(eps), "seeds": seeds.get(env_id, [])} for env_id, eps in by_env.items()},
+            "episodes": [ep.summary() for ep in episodes],
+        }
+    return report
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = ["# vlagym evaluation report", ""]
+    prov = report["provenance"]
+    lines.append(f"vlagym {prov['vlagym_version']} (git {prov['git_revision']}), {prov['created']}")
+    lines += ["", "| agent | task | episodes | success | 95% CI | mean steps | final distance (m) | agent ms/step |",
+              "|---|---|---:|---:|---|---:|---:|---:|"]
+    for agent, block in report["agents"].items():
+        for env_id, s in list(block["per_task"].items()) + [("**overall**", block["overall"])]:
+            dist = "-" if s["final_distance_mean"] is None else f"{s['final_distance_mean']:.3f}"
+            lines.append(
+                f"| {agent} | {env_id} | {s['episodes']} | {s['success_rate']:.1%} | "
+                f"[{s['success_ci95'][0]:.1%}, {s['success_ci95'][1]:.1%}] | {s['mean_steps']:.1f} | {dist} | "
+                f"{s['agent_ms_per_step']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write report.json and report.md atomically into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+        paths.append(out / name)
+    return paths[0], paths[1]

@@ -1,0 +1,21 @@
+import pytest
+
+from vlagym.agents.stats import wilson_interval
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    (8, 10, 0.4902, 0.9433),   # textbook example (Wilson 1927; Agresti & Coull 1998)
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (50, 100, 0.4038, 0.5962),
+    (196, 200, 0.9497, 0.9922),
+])
+def test_wilson_known_values(k, n, lo, hi):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_wilson_edge_cases():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(5, 3)
