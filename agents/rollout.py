@@ -36,11 +36,22 @@ class Episode:
     env_ms_per_step: float
     info: dict[str, Any] = field(default_factory=dict)
     frames: list[np.ndarray] | None = None
+    trajectory: Trajectory | None = None
 
     def summary(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("frames")
+        out = {k: v for k, v in asdict(self).items() if k not in ("frames", "trajectory")}
         return out
+
+
+@dataclass
+class Trajectory:
+    """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
+    (the observation the action was chosen from)."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
 
 
 def expert_agent(env: gym.Env, noise: float = 0.0):
@@ -54,8 +65,13 @@ def run_episode(
     make_agent: Callable[[gym.Env], Any] = expert_agent,
     record: bool = False,
     video_key: str = "rgb",
+    keep_trajectory: bool = False,
 ) -> Episode:
-    """Reset ``env`` with ``seed``, let the agent act until the episode ends."""
+    """Reset ``env`` with ``seed``, let the agent act until the episode ends.
+
+    ``record`` keeps annotated video frames; ``keep_trajectory`` keeps the raw observations,
+    executed actions, rewards and dones (for datasets).
+    """
     obs, info = env.reset(seed=seed)
     agent = make_agent(env)
     if hasattr(agent, "reset"):
@@ -64,11 +80,18 @@ def run_episode(
     frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
     agent_t = env_t = 0.0
     steps, done = 0, False
+    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": []}
     while not done:
         t0 = time.perf_counter()
         action = agent.act(obs, info)
         t1 = time.perf_counter()
-        obs, _, terminated, truncated, info = env.step(action)
+        if keep_trajectory:
+            traj["obs"].append({k: v for k, v in obs.items() if k != "instruction"})
+            traj["actions"].append(np.asarray(action, dtype=np.float32))
+        obs, reward, terminated, truncated, info = env.step(action)
+        if keep_trajectory:
+            traj["rewards"].append(reward)
+            traj["dones"].append(terminated or truncated)
         env_t += time.perf_counter() - t1
         agent_t += t1 - t0
         steps += 1
@@ -88,6 +111,17 @@ def run_episode(
         env_ms_per_step=1000 * env_t / steps,
         info=facts,
         frames=frames,
+        trajectory=_stack(traj) if keep_trajectory else None,
+    )
+
+
+def _stack(traj: dict[str, list]) -> Trajectory:
+    keys = traj["obs"][0].keys()
+    return Trajectory(
+        obs={k: np.stack([o[k] for o in traj["obs"]]) for k in keys},
+        actions=np.stack(traj["actions"]).astype(np.float32),
+        rewards=np.asarray(traj["rewards"], dtype=np.float32),
+        dones=np.asarray(traj["dones"], dtype=bool),
     )
 
 

@@ -65,3 +65,36 @@ def format_env_rows(rows: list[dict]) -> str:
         lines.append(f"| {r['env']} | {r['size']} | {r['steps_per_s']:.0f} | {r['reference_fps']:.0f} | "
                      f"{r['ratio']:.2f} |")
     return "\n".join(lines)
+
+
+def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float = 10.0) -> list[dict]:
+    """Loader samples/s for RT-1-style (history 6) and BC-Z-style (horizon 10) windows."""
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from vlagym.agents.dataset import shard_paths
+    from vlagym.policies.data import DemoWindows
+
+    rows = []
+    size = sum(p.stat().st_size for p in shard_paths(root))
+    for history, horizon in ((6, 1), (1, 10)):
+        ds = DemoWindows(root, history=history, horizon=horizon, augment=True)
+        frames = sum(d.length for d in ds.demos)
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                            persistent_workers=workers > 0, drop_last=True)
+        n, t0 = 0, None
+        it = iter(loader)
+        next(it)  # start-up (worker spawn, file opening) is not throughput
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                continue
+            n += len(batch["actions"])
+        rows.append({"history": history, "horizon": horizon, "augment": True, "workers": workers,
+                     "batch_size": batch_size, "samples_per_s": n / (time.perf_counter() - t0),
+                     "bytes_per_frame": size / frames, "dataset": str(Path(root))})
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,8 +74,73 @@ def cmd_bench(args) -> int:
     if args.what == "env":
         rows = bench_env(_env_ids(args.env), sizes=args.sizes, steps=args.steps)
         print(format_env_rows(rows))
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=2))
+    else:
+        from vlagym.experiments.bench import bench_data
+
+        if not args.data:
+            raise ValueError("bench data needs --data DIR (a dataset from `vlagym collect`)")
+        rows = bench_data(args.data, workers=args.workers, batch_size=args.batch_size, seconds=args.seconds)
+        for r in rows:
+            print(f"history={r['history']:2d} horizon={r['horizon']:2d} augment={str(r['augment']):5s}: "
+                  f"{r['samples_per_s']:.0f} samples/s ({r['workers']} workers, batch {r['batch_size']}); "
+                  f"{r['bytes_per_frame'] / 1024:.1f} KiB per frame on disk")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from vlagym.agents.collect import CollectConfig, collect
+
+    kwargs = {"image_size": args.image_size}
+    if args.wrist_camera:
+        kwargs["wrist_camera"] = True
+    cfg = CollectConfig(env=_env_ids([args.env])[0], episodes=args.episodes, out=args.out, workers=args.workers,
+                        split=args.split, seed_start=args.seed_start, noise=args.noise, env_kwargs=kwargs,
+                        shard_size=args.shard_size)
+    m = collect(cfg)
+    print(f"{m['episodes']} episodes ({m['frames']} frames, {m['dropped_failures']} failures dropped) "
+          f"in {args.out}; seeds {m['seed_range'][0]}..{m['seed_range'][1]} ({m['split']})")
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from vlagym.agents.dataset import index_demos, read_manifest, shard_paths
+
+    refs = index_demos(args.path)
+    if args.action == "info":
+        import numpy as np
+
+        from vlagym.agents.dataset import compute_stats
+
+        manifest = read_manifest(args.path)
+        words = sorted({w for r in refs for w in r.instruction.replace(",", " ").split()})
+        size = sum(p.stat().st_size for p in shard_paths(args.path))
+        frames = sum(r.length for r in refs)
+        stats = compute_stats(refs)["actions"]
+        print(f"dataset      {args.path}")
+        print(f"env          {manifest['env_args']['env_name']}  split={manifest['split']}  "
+              f"noise={manifest['noise']}")
+        print(f"episodes     {len(refs)}  (dropped failures: {manifest['dropped_failures']})")
+        print(f"frames       {frames}  (mean length {frames / len(refs):.1f})")
+        print("success      100% (only successful expert episodes are kept)")
+        print(f"instructions {len({r.instruction for r in refs})} distinct; vocabulary {len(words)} words:")
+        print("             " + " ".join(words))
+        print("actions      mean " + np.array2string(np.array(stats["mean"]), precision=3))
+        print("             std  " + np.array2string(np.array(stats["std"]), precision=3))
+        print("             min  " + np.array2string(np.array(stats["min"]), precision=3))
+        print("             max  " + np.array2string(np.array(stats["max"]), precision=3))
+        print(f"size on disk {size / 2**20:.1f} MiB ({size / max(frames, 1) / 1024:.1f} KiB per frame)")
+        return 0
+    from vlagym.agents.dataset import load_demo
+    from vlagym.agents.video import annotate, write_video
+
+    if not 0 <= args.episode < len(refs):
+        raise ValueError(f"episode {args.episode} out of range: the dataset has {len(refs)} episodes")
+    demo = load_demo(refs[args.episode])
+    frames = [annotate(f, refs[args.episode].instruction, t) for t, f in enumerate(demo["obs"][args.key])]
+    path = write_video(args.out, frames)
+    print(f"episode {args.episode} (seed {refs[args.episode].seed}, {len(frames)} frames) -> {path}")
     return 0
 
 
@@ -131,15 +197,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
     s.set_defaults(func=cmd_record)
 
-    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env)",
+    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data)",
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
-                                   "size, beside raw PyBullet rendering of the same scene without the robot.")
-    s.add_argument("what", choices=["env"], help="what to benchmark")
+                                   "size, beside raw PyBullet rendering of the same scene without the robot. "
+                                   "'data': loader samples/s over a dataset with worker processes.")
+    s.add_argument("what", choices=["env", "data"], help="what to benchmark")
+    s.add_argument("--data", default=None, help="dataset folder (data)")
+    s.add_argument("--workers", type=int, default=2, help="DataLoader workers (data)")
+    s.add_argument("--batch-size", type=int, default=32, help="batch size (data)")
+    s.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
     s.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
     s.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="image sizes")
     s.add_argument("--steps", type=int, default=200, help="steps per measurement")
     s.add_argument("--json", default=None, help="also write the rows to this JSON file")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("collect", formatter_class=fmt, help="collect expert demonstrations into HDF5",
+                       description="Run the scripted expert in worker processes and keep the first N "
+                                   "successful episodes in robomimic-layout HDF5 shards, with a manifest "
+                                   "and action statistics. Rerun the same command to resume.")
+    s.add_argument("--env", required=True, help="env id")
+    s.add_argument("--episodes", type=int, required=True, help="successful episodes to keep")
+    s.add_argument("--out", required=True, help="dataset folder")
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    s.add_argument("--split", choices=["train", "val", "test"], default="train",
+                   help="seed split (train from 0, val from 1e6, test from 2e6)")
+    s.add_argument("--seed-start", type=int, default=None, help="first seed (default: the split's start)")
+    s.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
+    s.add_argument("--image-size", type=int, default=128, help="camera resolution")
+    s.add_argument("--wrist-camera", action="store_true", help="also record rgb_wrist")
+    s.add_argument("--shard-size", type=int, default=50, help="episodes per HDF5 shard")
+    s.set_defaults(func=cmd_collect)
+
+    s = sub.add_parser("dataset", formatter_class=fmt, help="inspect a dataset (info, show)",
+                       description="'info': episodes, frames, instructions, action statistics, size. "
+                                   "'show': write one episode as a video with its instruction drawn on it.")
+    s.add_argument("action", choices=["info", "show"], help="what to do")
+    s.add_argument("path", help="dataset folder")
+    s.add_argument("--episode", type=int, default=0, help="episode index (show)")
+    s.add_argument("--key", default="rgb", help="image key to show")
+    s.add_argument("--out", default="episode.mp4", help="video file (show)")
+    s.set_defaults(func=cmd_dataset)
 
     s = sub.add_parser("envs", help="list registered environment ids", description="List registered ids.")
     s.set_defaults(func=cmd_envs)

@@ -1,0 +1,207 @@
+"""Parallel, resumable collection of expert demonstrations (``vlagym collect``).
+
+Seeds run upwards from the split's start (train 0, val 1e6, test 2e6). Only successful
+episodes are kept; the dataset is the first N successful seeds, whatever order the worker
+processes finish in, so an interrupted and resumed run ends with the same episodes as an
+uninterrupted one. Each finished episode is staged as its own file (atomically); staged
+episodes are merged into shards of ``shard_size``. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from tqdm import tqdm
+
+import vlagym
+from vlagym.agents.dataset import (
+    SPLIT_SEED_START,
+    SPLIT_SIZE,
+    atomic_write_text,
+    compute_stats,
+    index_demos,
+    merge_into_shard,
+    split_of,
+    write_episode_file,
+)
+from vlagym.agents.rollout import _worker_env, expert_agent, run_episode
+
+
+@dataclass
+class CollectConfig:
+    """What to collect."""
+
+    env: str
+    """Registered env id."""
+    episodes: int
+    """Successful episodes to keep."""
+    out: str
+    """Dataset folder."""
+    workers: int = 1
+    """Worker processes."""
+    split: str = "train"
+    """Seed split: train, val or test (disjoint seed ranges)."""
+    seed_start: int | None = None
+    """First seed (default: the split's start). Must lie inside the split's range."""
+    noise: float = 0.0
+    """Std of Gaussian noise on the expert's continuous actions (the executed action is stored)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for gym.make (image_size, wrist_camera, ...)."""
+    shard_size: int = 50
+    """Episodes per HDF5 shard."""
+    compression: str | None = "gzip"
+    """HDF5 compression for images (gzip, lzf or None)."""
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_SEED_START:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SEED_START)}, got {self.split!r}")
+        if self.seed_start is None:
+            self.seed_start = SPLIT_SEED_START[self.split]
+        if split_of(self.seed_start) != self.split:
+            raise ValueError(f"seed_start {self.seed_start} is not in the {self.split} split "
+                             f"[{SPLIT_SEED_START[self.split]}, {SPLIT_SEED_START[self.split] + SPLIT_SIZE})")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+
+
+def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, staging: str,
+                 compression: str | None) -> tuple[int, bool, int]:
+    """Worker: run one expert episode; stage it if successful. Returns (seed, success, steps)."""
+    env = _worker_env(env_id, env_kwargs)
+    ep = run_episode(env, seed, lambda e: expert_agent(e, noise), keep_trajectory=True)
+    if ep.success:
+        attrs = {"instruction": ep.instruction, "seed": seed, "success": True, "noise": noise}
+        write_episode_file(Path(staging) / f"ep_{seed:09d}.hdf5", ep.trajectory, attrs,
+                           _env_args(env_id, dict(env_kwargs)), compression)
+    else:
+        (Path(staging) / f"failed_{seed:09d}").touch()
+    return seed, ep.success, ep.steps
+
+
+def _env_args(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    spec = gym.spec(env_id)
+    return {"env_name": env_id, "type": "vlagym", "env_kwargs": {**spec.kwargs, **kwargs},
+            "max_episode_steps": spec.max_episode_steps}
+
+
+def _done_seeds(root: Path) -> tuple[set[int], set[int]]:
+    """Seeds already kept (in shards or staged) and seeds that failed."""
+    kept = {ref.seed for ref in index_demos([p for p in root.glob("shard_*.hdf5")])} if any(
+        root.glob("shard_*.hdf5")) else set()
+    staging = root / "staging"
+    kept |= {int(p.stem.split("_")[1]) for p in staging.glob("ep_*.hdf5")}
+    failed = {int(p.name.split("_")[1]) for p in staging.glob("failed_*")}
+    return kept, failed
+
+
+def collect(cfg: CollectConfig) -> dict[str, Any]:
+    """Collect (or resume collecting) ``cfg.episodes`` successful demos; returns the manifest."""
+    from vlagym.envs import check_env_id
+    from vlagym.experiments.report import provenance
+
+    check_env_id(cfg.env)
+    root = Path(cfg.out)
+    staging = root / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
+    request_path = root / "request.json"
+    if request_path.exists():
+        previous = json.loads(request_path.read_text())
+        if previous != json.loads(json.dumps(request)):
+            raise ValueError(f"{root} was collected with different settings {previous}; "
+                             f"use another --out or the same options to resume")
+    else:
+        atomic_write_text(request_path, json.dumps(request, indent=2))
+
+    t0 = time.time()
+    kept, failed = _done_seeds(root)
+    failed |= set(_previous_manifest(root).get("dropped_seeds", []))
+    env_kwargs = tuple(sorted(cfg.env_kwargs.items()))
+    next_seed = cfg.seed_start
+    bar = tqdm(total=cfg.episodes, initial=min(len(kept), cfg.episodes), desc=f"collect {cfg.env}",
+               unit="ep", dynamic_ncols=True)
+    limit = cfg.seed_start + SPLIT_SIZE
+
+    def enough() -> bool:
+        return len(kept) >= cfg.episodes
+
+    with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        running = {}
+        while not enough() or running:
+            while not enough() and len(running) < 2 * max(1, cfg.workers):
+                while next_seed in kept or next_seed in failed:
+                    next_seed += 1
+                if next_seed >= limit:
+                    raise RuntimeError(f"ran out of {cfg.split} seeds before {cfg.episodes} successes")
+                fut = pool.submit(_collect_one, cfg.env, env_kwargs, next_seed, cfg.noise, str(staging),
+                                  cfg.compression)
+                running[fut] = next_seed
+                next_seed += 1
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                seed = running.pop(fut)
+                _, success, _ = fut.result()
+                (kept if success else failed).add(seed)
+                bar.n = min(len(kept), cfg.episodes)
+                bar.refresh()
+                bar.set_postfix(kept=len(kept), dropped=len(failed))
+    bar.close()
+
+    # The dataset is the first N successful seeds: drop any extra a worker finished late.
+    chosen = sorted(kept)[: cfg.episodes]
+    for seed in sorted(kept)[cfg.episodes:]:
+        p = staging / f"ep_{seed:09d}.hdf5"
+        if p.exists():
+            p.unlink()
+    _merge_staged(root, cfg)
+    refs = index_demos(sorted(root.glob("shard_*.hdf5")))
+    stats = compute_stats(refs)
+    atomic_write_text(root / "stats.json", json.dumps(stats, indent=2))
+    dropped = sorted(s for s in failed if s < max(chosen))
+    previous_wall = _previous_manifest(root).get("wall_time_s", 0.0)
+    manifest = {
+        **provenance(),
+        "vlagym_version": vlagym.__version__,
+        "env_args": _env_args(cfg.env, cfg.env_kwargs),
+        "expert": f"{cfg.env} scripted expert",
+        "noise": cfg.noise,
+        "split": cfg.split,
+        "seed_range": [cfg.seed_start, max(chosen)],
+        "episodes": len(refs),
+        "frames": int(sum(r.length for r in refs)),
+        "dropped_failures": len(dropped),
+        "dropped_seeds": dropped,
+        "shards": [p.name for p in sorted(root.glob("shard_*.hdf5"))],
+        "wall_time_s": round(previous_wall + time.time() - t0, 1),
+    }
+    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _previous_manifest(root: Path) -> dict[str, Any]:
+    p = root / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _merge_staged(root: Path, cfg: CollectConfig) -> None:
+    """Merge staged episodes (in seed order) into shards of ``shard_size`` demos."""
+    staged = sorted((root / "staging").glob("ep_*.hdf5"))
+    shards = sorted(root.glob("shard_*.hdf5"))
+    index = len(shards)
+    args = _env_args(cfg.env, cfg.env_kwargs)
+    for start in range(0, len(staged), cfg.shard_size):
+        merge_into_shard(root / f"shard_{index:05d}.hdf5", staged[start:start + cfg.shard_size], args)
+        index += 1
+    for marker in (root / "staging").glob("failed_*"):
+        marker.unlink()
+    try:
+        os.rmdir(root / "staging")
+    except OSError:
+        pass
