@@ -1,0 +1,167 @@
+"""The navigation environment: a differential-drive robot in procedural indoor rooms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from vlagym.envs.core import RobotTaskEnv
+from vlagym.envs.nav.robot import STOP, DiffDriveRobot
+from vlagym.envs.nav.scene import Scene
+from vlagym.envs.nav.task import SUCCESS_DIST
+from vlagym.envs.nav.tasks import TASKS, make_task
+from vlagym.envs.nav.topdown import TopDownMap
+
+
+class NavEnv(RobotTaskEnv):
+    """Language-conditioned indoor navigation with a differential-drive robot.
+
+    ## Description
+    One to four connected rooms (3-5 m each, laid out 1x1, 1x2, 1x3, as an L or 2x2) joined by
+    doorways, with furniture (tables, shelves, cabinets, sofas) and coloured landmark objects
+    (cubes, balls, cones, cylinders, boxes in seven colours) on the floor. Each room has a closed
+    door of its own colour on an outside wall. The layout, sizes, floor and wall colours,
+    furniture, landmarks and lighting all come from the seed. The robot is a disc of radius
+    0.18 m that moves kinematically and slides along obstacles; the agent acts at 10 Hz.
+
+    ## Instruction
+    ``obs["instruction"]`` names the goal by colour and shape, as drawn from the task's paraphrase
+    templates: "go to the red ball" (``object_goal``), "go to the blue box next to the shelf" or
+    "... in the room with the yellow door" (``relational_goal``), "go to the red ball, then the
+    yellow cube" (``multi_step``). Every phrase picks out exactly one object in the scene.
+
+    ## Observation
+    ``spaces.Dict`` with ``"rgb"`` (uint8, H x W x 3) from the robot's camera (0.6 m high, tilted
+    down 10 deg, ``hfov`` degrees wide), ``"instruction"`` (``spaces.Text``) and ``"proprio"``
+    (float32, 6: x, y, sin yaw, cos yaw, linear velocity m/s, angular velocity rad/s). With
+    ``top_down_map=True`` also ``"rgb_map"``: a map of the scene drawn from above with the robot
+    and the current goal's success circle. With ``obs_mode="state"`` the camera image is replaced
+    by ``"state"`` (float32, 18): for up to three goals in visiting order, their x, y in the robot
+    frame, distance to their surface, reached and present flags; then the direction to the
+    planner's next waypoint (x, y in the robot frame, unit length) and the geodesic distance left.
+
+    ## Action
+    ``action_mode="discrete"``: ``Discrete(4)``: 0 stop, 1 forward 0.25 m, 2 turn left 15 deg,
+    3 turn right 15 deg. ``action_mode="continuous"``: ``Box(-1, 1, (2,), float32)``: linear and
+    angular velocity, scaled to 1 m/s and 2 rad/s. Wrong shapes, NaN and unknown discrete actions
+    raise ``ValueError``.
+
+    ## Reward
+    Sparse: 1.0 on the step the task succeeds, else 0. ``reward_type="dense"``: the decrease of the
+    geodesic distance left (m), -0.01 per step, +2.5 on success.
+
+    ## Termination
+    Success is the robot's centre within 0.5 m of the goal object's footprint (each subgoal in
+    order, for ``multi_step``). Continuous mode terminates on success. Discrete mode succeeds only
+    when ``stop`` is called there, and ``stop`` always terminates, successful or not. Truncates at
+    the task's step limit (Gymnasium's ``TimeLimit``, set at registration). ``info`` reports
+    ``"success"``, ``"distance_to_goal"`` (m, to the current goal's surface),
+    ``"geodesic_distance_to_goal"``, ``"shortest_path_length"`` (from the start through all
+    subgoals, on the planner's grid), ``"path_length"`` (travelled so far), ``"subgoals_reached"``
+    and ``"collided"``.
+
+    ## Registered ids
+    ``vlagym/NavObjectGoal-v0`` (500 steps), ``vlagym/NavRelationalGoal-v0`` (500 steps),
+    ``vlagym/NavMultiStep-v0`` (750 steps).
+
+    Args:
+        task: task name, one of ``TASKS``.
+        action_mode: ``"discrete"`` or ``"continuous"``.
+        image_size: camera resolution (height, width) or one int for square images.
+        hfov: horizontal field of view in degrees.
+        top_down_map: also return ``"rgb_map"``.
+        map_size: side of the square map in pixels (default: the image height).
+        num_rooms: ``(low, high)`` number of rooms, or an int.
+        obs_mode: ``"rgb"`` (images) or ``"state"`` (privileged goal vectors, no rendering).
+        reward_type: ``"sparse"`` or ``"dense"``.
+        render_mode: ``None`` or ``"rgb_array"`` (returns the robot's camera image).
+        **task_kwargs: passed to the task (``num_distractors``; ``num_goals`` for ``multi_step``).
+    """
+
+    def __init__(
+        self,
+        task: str = "object_goal",
+        action_mode: str = "discrete",
+        image_size: int | tuple[int, int] = 128,
+        hfov: float = 90.0,
+        top_down_map: bool = False,
+        map_size: int | None = None,
+        num_rooms: tuple[int, int] | int = (1, 4),
+        obs_mode: str = "rgb",
+        reward_type: str = "sparse",
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        lo, hi = (num_rooms, num_rooms) if isinstance(num_rooms, int) else tuple(num_rooms)
+        if not 1 <= lo <= hi <= 4:
+            raise ValueError(
+                f"num_rooms must be within 1..4 (an int or a (low, high) pair), got {num_rooms!r}"
+            )
+        self.num_rooms = (lo, hi)
+        self.action_mode = action_mode
+        robot = DiffDriveRobot(action_mode, image_size=(h, w), hfov=hfov)
+        super().__init__(
+            robot=robot,
+            task=make_task(task, **task_kwargs),
+            cameras={"rgb": robot.camera},  # the robot re-aims it every step (``robot.cameras()``)
+            obs_mode=obs_mode,
+            reward_type=reward_type,
+            render_mode=render_mode,
+        )
+        self.map = TopDownMap(map_size or h) if top_down_map else None
+        if self.map is not None:
+            self.observation_space = spaces.Dict(
+                {
+                    **self.observation_space.spaces,
+                    "rgb_map": spaces.Box(0, 255, (self.map.size, self.map.size, 3), np.uint8),
+                }
+            )
+        self.scene: Scene | None = None
+
+    def build_scene(self, rng: np.random.Generator) -> None:
+        self.scene = Scene.generate(rng, self.num_rooms)
+        self.scene.build(self.sim)
+        self.lighting = self.scene.lighting
+        self.robot.scene = self.scene
+        self._map_ready = False
+
+    def step(self, action):
+        action = self._check_action(action)
+        self.robot.apply_action(action)
+        self.sim.step()
+        self._steps += 1
+        stopped = self.robot.discrete and action == STOP
+        self.task.update(stopped)
+        success = self.task.is_success()
+        reward = self.task.dense_reward() if self.reward_type == "dense" else float(success)
+        obs = self._observe()
+        return obs, float(reward), bool(success or stopped), False, self._info(success)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._last_obs is not None and "rgb" in self._last_obs:
+            return self._last_obs["rgb"]
+        return self.sim.render(self.robot.cameras()["rgb"], self.lighting)
+
+    def _check_action(self, action):
+        if self.robot.discrete and np.shape(action) == ():
+            value = np.asarray(action).item() if hasattr(action, "shape") else action
+            if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+                raise ValueError(f"discrete action must be an integer in 0..3, got {value!r}")
+        return super()._check_action(action)
+
+    def _observe(self) -> dict[str, Any]:
+        obs = super()._observe()
+        if self.map is not None:
+            if not self._map_ready:
+                self.map.reset(self.scene)
+                self._map_ready = True
+            goal = self.task.goals[self.task.current] if self.task.goals else None
+            obs["rgb_map"] = self.map.draw(self.robot.xy, self.robot.yaw, goal, SUCCESS_DIST)
+        return obs
+
+
+__all__ = ["TASKS", "NavEnv"]
