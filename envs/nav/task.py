@@ -38,8 +38,9 @@ ALL_KEYS = [(c, s) for c in COLORS for s in SHAPES]
 class Placer:
     """Draws landmark positions on free floor, away from the start, the doorways and each other."""
 
-    def __init__(self, scene: Scene, start: np.ndarray, rng: np.random.Generator) -> None:
+    def __init__(self, scene: Scene, start: np.ndarray, rng: np.random.Generator, slack: float = 1.0) -> None:
         self.scene, self.start, self.rng = scene, start, rng
+        self.slack = slack  # scales the spacing asked for; below 1 where a small room cannot give it
         self.placed: list[Landmark] = []
 
     def random_key(self, exclude=()) -> tuple[str, str]:
@@ -69,11 +70,11 @@ class Placer:
             ok = ok & where
         cand = np.flatnonzero(ok)
         pts = scene.grid.centers.reshape(-1, 2)[cand]
-        keep = np.hypot(*(pts - self.start).T) >= lm.radius + max(min_start, ROBOT_RADIUS + 0.3)
+        keep = np.hypot(*(pts - self.start).T) >= lm.radius + max(min_start * self.slack, ROBOT_RADIUS + 0.3)
         for other in self.placed:
             keep &= np.hypot(*(pts - other.xy).T) >= lm.radius + other.radius + 0.4
         for other in away:
-            keep &= np.hypot(*(pts - other.xy).T) >= lm.radius + other.radius + away_dist
+            keep &= np.hypot(*(pts - other.xy).T) >= lm.radius + other.radius + away_dist * self.slack
         cand = np.flatnonzero(keep)
         if cand.size == 0:
             return None
@@ -126,8 +127,11 @@ class NavTask(Task):
     def reset(self, rng: np.random.Generator) -> None:
         scene: Scene = self.env.scene
         start = self.env.robot.xy
-        for _ in range(MAX_TRIES):
-            placer = Placer(scene, start, rng)
+        for attempt in range(MAX_TRIES):
+            # Small rooms cannot always keep goals 1.5 m from the start and from each other:
+            # after half the tries, ask for less (never under the success distance).
+            slack = 1.0 if attempt < MAX_TRIES // 2 else 0.6
+            placer = Placer(scene, start, rng, slack)
             out = self.sample(rng, scene, placer)
             if out is None:
                 continue
