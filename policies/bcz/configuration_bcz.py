@@ -1,0 +1,59 @@
+"""BC-Z's configuration (see ``BCZConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlagym.policies.base import LanguageConditionedConfig, _bad
+
+
+@dataclass
+class BCZConfig(LanguageConditionedConfig):
+    """BC-Z (Jang et al. 2021): a FiLM-conditioned ResNet-18 on the current image, its pooled
+    features with proprioception into MLP heads that predict the next ``horizon`` actions.
+
+    Continuous dimensions are regressed as z-scores of the dataset's statistics with a Huber loss;
+    gripper dimensions are binary logits trained with BCE. ``act`` executes the first
+    ``n_action_steps`` actions of each prediction (1: predict every step, as the paper does).
+    """
+
+    type = "bcz"
+
+    history: int = 1
+    """BC-Z conditions on the current image only."""
+    horizon: int = 10
+    """Future actions predicted per step (the paper's 10)."""
+    pretrained_backbone: str | None = None
+    """None (random init) or a path to a torchvision ResNet-18 state dict."""
+    hidden_dim: int = 256
+    """Width of the MLP trunk and heads."""
+    num_hidden_layers: int = 2
+    """Hidden layers of the MLP trunk."""
+    use_proprio: bool = True
+    """Feed the normalised proprioception to the MLP with the image features."""
+    huber_delta: float = 1.0
+    """Huber loss threshold, in standard deviations of the action statistics."""
+    gripper_weight: float = 1.0
+    """Weight of the gripper BCE relative to the Huber loss."""
+    dropout: float = 0.0
+    """Dropout in the MLP."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.history != 1:
+            raise _bad(self, "history", "must be 1 (BC-Z reads the current image only)")
+        p = self.pretrained_backbone
+        if p is not None and not Path(p).exists():
+            raise _bad(self, "pretrained_backbone", "must be None or an existing file")
+        for name in ("hidden_dim", "num_hidden_layers"):
+            if getattr(self, name) < 1:
+                raise _bad(self, name, "must be >= 1")
+        if self.huber_delta <= 0:
+            raise _bad(self, "huber_delta", "must be > 0")
+        if self.gripper_weight < 0:
+            raise _bad(self, "gripper_weight", "must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise _bad(self, "dropout", "must be in [0, 1)")
+        if min(self.image_size) < 32:
+            raise _bad(self, "image_size", "must be >= 32 on each side (ResNet-18 downsamples by 32)")

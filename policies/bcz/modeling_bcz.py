@@ -1,0 +1,86 @@
+"""BC-Z: one image and an instruction to a chunk of future actions.
+
+The image passes through a ResNet-18 whose four stages are FiLM-conditioned on the instruction
+embedding; average-pooled features, concatenated with normalised proprioception, feed an MLP
+trunk with two heads: continuous action dimensions (z-scores, Huber loss) and gripper logits
+(BCE), each for ``horizon`` future steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlagym.policies.base import Policy, _Frame, mlp, text_encoder_from_config
+from vlagym.policies.bcz.configuration_bcz import BCZConfig
+from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
+from vlagym.policies.vision import FiLMResNet18
+
+
+class BCZPolicy(Policy):
+    """BC-Z policy (see the module docstring)."""
+
+    name = "bcz"
+    config_class = BCZConfig
+
+    def __init__(self, config: BCZConfig, load_pretrained: bool = True) -> None:
+        super().__init__(config)
+        cfg = config
+        self.text = text_encoder_from_config(cfg)
+        self.backbone = FiLMResNet18(self.text.dim, cfg.pretrained_backbone if load_pretrained else None)
+        self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
+        self.codec = ActionCodec(
+            cfg.stats["actions"],
+            list(cfg.action_low),
+            list(cfg.action_high),
+            cfg.gripper_dims,
+            cfg.gripper_threshold,
+        )
+        in_dim = self.backbone.out_channels + (cfg.proprio_dim if cfg.use_proprio else 0)
+        self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
+        self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
+        self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_gripper)
+        self._cond: torch.Tensor | None = None
+
+    def heads(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, 3, H, W)``, raw ``(B, P)`` proprio, ``(B, D)`` instruction embedding ->
+        continuous z-scores ``(B, horizon, Ac)`` and gripper logits ``(B, horizon, Ag)``."""
+        feats = self.backbone(images, cond).mean(dim=(2, 3))
+        if self.config.use_proprio:
+            feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
+        h = self.trunk(feats)
+        b, hor = feats.shape[0], self.config.horizon
+        return (
+            self.continuous_head(h).view(b, hor, self.codec.num_continuous),
+            self.gripper_head(h).view(b, hor, self.codec.num_gripper),
+        )
+
+    def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self._batch_images(batch)[:, -1]  # the current frame
+        proprio = batch["proprio"][:, -1].to(self.device, torch.float32)
+        return self.heads(images, proprio, self.text(list(batch["instruction"])))
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        cont, grip = self._batch_heads(batch)
+        actions, mask = self._batch_actions(batch)
+        return self.codec.chunk_loss(
+            cont, grip, actions, mask, self.config.huber_delta, self.config.gripper_weight
+        )
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.codec.decode(*self._batch_heads(batch))
+
+    def reset(self) -> None:
+        super().reset()
+        self._cond = None
+
+    def _plan(self, frame: _Frame) -> torch.Tensor:
+        if self._cond is None:
+            self._cond = self.text([frame.instruction])
+        cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond)
+        return self.codec.decode(cont, grip)[0]

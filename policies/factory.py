@@ -1,0 +1,113 @@
+"""Policies by name: ``make_policy("rt1" | "bcz" | "clip", observation_space, action_space, stats, **kw)``
+and ``load_policy(dir)`` for any saved policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from vlagym.policies.base import CONFIG_NAME, Policy, PolicyConfig
+
+logger = logging.getLogger(__name__)
+
+
+def policy_classes() -> dict[str, type[Policy]]:
+    from vlagym.policies.bcz.modeling_bcz import BCZPolicy
+    from vlagym.policies.clip.modeling_clip import CLIPPolicy
+    from vlagym.policies.rt1.modeling_rt1 import RT1Policy
+
+    return {cls.name: cls for cls in (RT1Policy, BCZPolicy, CLIPPolicy)}
+
+
+POLICY_NAMES = ("rt1", "bcz", "clip")
+
+
+def _policy_class(name: str) -> type[Policy]:
+    classes = policy_classes()
+    if name not in classes:
+        raise ValueError(f"unknown policy {name!r}; choose one of {sorted(classes)}")
+    return classes[name]
+
+
+def config_from_spaces(
+    name: str,
+    observation_space: spaces.Dict,
+    action_space: spaces.Space,
+    stats: dict | None = None,
+    **overrides: Any,
+) -> PolicyConfig:
+    """The policy's default config with the env's shapes and bounds, the dataset's statistics and
+    any field overrides."""
+    cls = _policy_class(name).config_class
+    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
+        raise ValueError(f"{name} needs a 1-D Box action space, got {action_space}")
+    if not isinstance(observation_space, spaces.Dict):
+        raise ValueError(f"{name} needs a Dict observation space, got {observation_space}")
+    image_key = overrides.get("image_key", "rgb")
+    missing = [k for k in (image_key, "instruction", "proprio") if k not in observation_space.spaces]
+    if missing:
+        raise ValueError(
+            f"observation space lacks {missing}; it has {sorted(observation_space.spaces)} "
+            "(policies need images, so make the env with obs_mode='rgb')"
+        )
+    image, proprio = observation_space[image_key], observation_space["proprio"]
+    if len(image.shape) != 3 or image.shape[-1] != 3:
+        raise ValueError(f"observation {image_key!r} must be H x W x 3, got shape {image.shape}")
+    fields = {
+        "image_size": tuple(int(s) for s in image.shape[:2]),
+        "proprio_dim": int(np.prod(proprio.shape)),
+        "action_dim": int(action_space.shape[0]),
+        "action_low": tuple(float(v) for v in action_space.low),
+        "action_high": tuple(float(v) for v in action_space.high),
+    }
+    if stats is None:
+        logger.warning(
+            "make_policy(%r): no dataset statistics given; normalising actions by the action space's "
+            "bounds and leaving proprioception unnormalised",
+            name,
+        )
+    elif "proprio" not in stats and "actions" in stats:
+        logger.info(
+            "make_policy(%r): statistics hold no proprio entry; proprioception stays unnormalised", name
+        )
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}; fields are {sorted(names)}")
+    return cls(**{**fields, "stats": stats, **overrides})
+
+
+def make_policy(
+    name: str,
+    observation_space: spaces.Dict,
+    action_space: spaces.Space,
+    stats: dict | None = None,
+    **overrides: Any,
+) -> Policy:
+    """Build a policy by name for an env's spaces.
+
+    Args:
+        name: ``"rt1"``, ``"bcz"`` or ``"clip"``.
+        observation_space, action_space: the env's spaces (image size, proprio length, action bounds).
+        stats: a dataset's stats.json (``{"actions": ..., "proprio": ...}``), or
+            ``DemoWindows.action_stats()`` (actions only).
+        **overrides: config fields, e.g. ``text_encoder="hash"``, ``fusion="late"``.
+    """
+    cls = _policy_class(name)
+    return cls(config_from_spaces(name, observation_space, action_space, stats, **overrides))
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """Load any policy saved with ``save_pretrained``, dispatching on config.json's ``type``."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; is {directory} a policy saved with save_pretrained?")
+    kind = json.loads(path.read_text()).get("type")
+    return _policy_class(kind).from_pretrained(directory, device=device)

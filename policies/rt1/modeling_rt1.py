@@ -1,0 +1,174 @@
+"""RT-1: images and an instruction to discretised actions.
+
+Each image passes through an EfficientNet whose MBConv blocks are FiLM-conditioned on the
+instruction embedding; a 1x1 conv projects the final feature map to ``d_model`` and TokenLearner
+reduces it to 8 tokens. The tokens of the last 6 images (48) are followed by one token per action
+dimension (zeros plus their position embedding, as in RT-1's implementation), and a decoder-only
+Transformer with causal masking reads the sequence; each action token's output is classified
+into 256 bins, uniform over the data's [min, max] of that dimension.
+
+At inference the tokens of past frames are cached, so each ``act`` encodes one new image.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlagym.policies.base import Policy, _Frame, text_encoder_from_config
+from vlagym.policies.normalize import ActionCodec
+from vlagym.policies.rt1.configuration_rt1 import RT1Config
+from vlagym.policies.vision import FiLMEfficientNet
+
+
+class TokenLearner(nn.Module):
+    """TokenLearner (Ryoo et al. 2021) as RT-1 uses it: an MLP over each position's normalised
+    features gives one attention map per output token (softmax over positions); each token is the
+    map-weighted sum of the features.
+
+    ``(N, C, H, W) -> (N, num_tokens, C)``.
+    """
+
+    def __init__(self, dim: int, num_tokens: int = 8, hidden: int = 64) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, num_tokens))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # (N, HW, C)
+        weights = self.mlp(self.norm(x)).softmax(dim=1)  # (N, HW, S)
+        return torch.einsum("nps,npc->nsc", weights, x)
+
+
+class RT1Policy(Policy):
+    """RT-1 policy (see the module docstring). ``load_pretrained=False`` skips loading backbone
+    weights (``from_pretrained`` restores everything from the checkpoint instead)."""
+
+    name = "rt1"
+    config_class = RT1Config
+
+    def __init__(self, config: RT1Config, load_pretrained: bool = True) -> None:
+        super().__init__(config)
+        cfg = config
+        self.text = text_encoder_from_config(cfg)
+        self.backbone = FiLMEfficientNet(
+            self.text.dim, cfg.backbone, cfg.pretrained_backbone, load_pretrained
+        )
+        self.proj = nn.Conv2d(self.backbone.out_channels, cfg.d_model, kernel_size=1)
+        self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_image, cfg.token_learner_hidden)
+        self.num_image_tokens = cfg.history * cfg.tokens_per_image
+        seq = self.num_image_tokens + cfg.action_dim
+        self.pos_embedding = nn.Parameter(torch.zeros(1, seq, cfg.d_model))
+        nn.init.trunc_normal_(self.pos_embedding, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model,
+            cfg.num_heads,
+            cfg.ff_dim,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(
+            layer, cfg.num_layers, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False
+        )
+        self.head = nn.Linear(cfg.d_model, cfg.num_bins)
+        self.codec = ActionCodec(
+            cfg.stats["actions"],
+            list(cfg.action_low),
+            list(cfg.action_high),
+            cfg.gripper_dims,
+            cfg.gripper_threshold,
+        )
+        self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
+        self._tokens: deque[torch.Tensor] = deque(maxlen=cfg.history)
+        self._cond: torch.Tensor | None = None
+
+    # --- network --------------------------------------------------------------------------------------------
+    def tokenize(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, 3, H, W)`` images, ``(N, D)`` instruction embeddings -> ``(N, S, d_model)`` tokens."""
+        return self.token_learner(self.proj(self.backbone(images, cond)))
+
+    def action_logits(self, tokens: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, T, S, d)`` image tokens and bool ``(B, T)`` real-frame mask -> ``(B, A, num_bins)``.
+
+        Padded frames are hidden from every other token; each token may always attend to itself,
+        so no attention row is empty.
+        """
+        b, a = tokens.shape[0], self.config.action_dim
+        x = (
+            torch.cat([tokens.flatten(1, 2), tokens.new_zeros(b, a, tokens.shape[-1])], dim=1)
+            + self.pos_embedding
+        )
+        pad = torch.cat(
+            [~obs_mask.repeat_interleave(self.config.tokens_per_image, dim=1), obs_mask.new_zeros(b, a)],
+            dim=1,
+        )  # (B, L) True = hidden
+        seq = x.shape[1]
+        eye = torch.eye(seq, dtype=torch.bool, device=x.device)
+        hidden = (self.causal | pad[:, None, :]) & ~eye  # (B, L, L)
+        mask = hidden.repeat_interleave(self.config.num_heads, dim=0)
+        out = self.transformer(x, mask=mask)
+        return self.head(out[:, -a:])
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., A, num_bins)`` logits -> ``(..., A)`` actions in env units (argmax, or sampled)."""
+        cfg = self.config
+        if cfg.sample:
+            probs = (logits / cfg.temperature).softmax(-1)
+            bins = torch.multinomial(probs.reshape(-1, cfg.num_bins), 1).reshape(probs.shape[:-1])
+        else:
+            bins = logits.argmax(-1)
+        return self.codec.from_bins(bins, cfg.num_bins)
+
+    # --- batches --------------------------------------------------------------------------------------------
+    def _window_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = self._batch_images(batch)
+        b, t = images.shape[:2]
+        if t != self.config.history:
+            raise ValueError(
+                f"rt1: batch holds {t} frames per sample, config.history is {self.config.history}; "
+                f"build DemoWindows with history={self.config.history}"
+            )
+        obs_mask = batch.get("obs_mask")
+        obs_mask = torch.ones(b, t, dtype=torch.bool) if obs_mask is None else obs_mask
+        cond = self.text(list(batch["instruction"]))  # (B, D)
+        tokens = self.tokenize(images.flatten(0, 1), cond.repeat_interleave(t, dim=0))
+        return self.action_logits(tokens.unflatten(0, (b, t)), obs_mask.to(self.device))
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy over the bins of every action dimension of the current step."""
+        logits = self._window_logits(batch).float()  # (B, A, bins)
+        actions, mask = self._batch_actions(batch)
+        target = self.codec.to_bins(actions[:, 0], self.config.num_bins)  # (B, A)
+        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, A)
+        m = mask[:, 0].float().unsqueeze(-1)
+        denom = (m.sum() * self.config.action_dim).clamp_min(1.0)
+        loss = (ce * m).sum() / denom
+        acc = ((logits.argmax(-1) == target).float() * m).sum() / denom
+        return loss, {"loss": float(loss.detach()), "bin_acc": float(acc)}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.decode(self._window_logits(batch)).unsqueeze(1)
+
+    # --- acting ---------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        super().reset()
+        self._tokens.clear()
+        self._cond = None
+
+    def _plan(self, frame: _Frame) -> torch.Tensor:
+        if self._cond is None:
+            self._cond = self.text([frame.instruction])
+        self._tokens.append(self.tokenize(frame.image[None], self._cond)[0])
+        t, n = self.config.history, len(self._tokens)
+        # Pad the front by repeating the first frame, as DemoWindows does, and mark the padding.
+        frames = [self._tokens[0]] * (t - n) + list(self._tokens)
+        mask = torch.arange(t, device=self.device) >= t - n
+        logits = self.action_logits(torch.stack(frames)[None], mask[None])
+        return self.decode(logits)  # (1, A) = (horizon, A)
