@@ -98,3 +98,88 @@ def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float
                      "batch_size": batch_size, "samples_per_s": n / (time.perf_counter() - t0),
                      "bytes_per_frame": size / frames, "dataset": str(Path(root))})
     return rows
+
+
+def bench_policy(names: tuple[str, ...] = ("rt1", "bcz", "clip"), env_id: str = "vlagym/TabletopTouch-v0",
+                 image_size: int = 128, batch_size: int = 32, acts: int = 60, forwards: int = 3,
+                 threads: int = 1, overrides: dict[str, dict] | None = None) -> list[dict]:
+    """Each policy's default config on ``env_id``'s spaces: parameters, checkpoint size, ms per
+    ``act`` (one observation, history and caches as in an episode) and ms per batched forward
+    (``predict``, and ``loss`` + backward) on ``threads`` CPU threads. Times are medians over
+    calls, which shrugs off other people's processes on a shared machine."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from vlagym.policies import make_policy
+
+    def median_ms(fn, n: int) -> tuple[float, float]:
+        """Median wall-clock and CPU milliseconds per call (CPU time ignores waiting for a busy core)."""
+        wall, cpu = [], []
+        for _ in range(n):
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return statistics.median(wall) * 1000, statistics.median(cpu) * 1000
+
+    torch.set_num_threads(threads)
+    env = gym.make(env_id, image_size=image_size)
+    obs, _ = env.reset(seed=0)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        policy = make_policy(name, obs_space, act_space, **(overrides or {}).get(name, {})).eval()
+        cfg = policy.config
+        with tempfile.TemporaryDirectory() as tmp:
+            policy.save_pretrained(tmp)
+            ckpt = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        frames = [dict(obs, rgb=rng.integers(0, 256, obs["rgb"].shape, dtype=np.uint8)) for _ in range(8)]
+        policy.reset()
+        for f in frames[:cfg.history + 1]:  # fill the history and the instruction cache
+            policy.act(f)
+        step = iter(range(10**9))
+        act_ms, act_cpu_ms = median_ms(lambda p=policy, f=frames, i=step: p.act(f[next(i) % len(f)]), acts)
+        b = batch_size
+        batch = {
+            "rgb": torch.randint(0, 256, (b, cfg.history, 3, *cfg.image_size), dtype=torch.uint8),
+            "obs_mask": torch.ones(b, cfg.history, dtype=torch.bool),
+            "proprio": torch.zeros(b, cfg.history, cfg.proprio_dim),
+            "actions": torch.zeros(b, cfg.horizon, cfg.action_dim),
+            "action_mask": torch.ones(b, cfg.horizon, dtype=torch.bool),
+            "instruction": [obs["instruction"]] * b,
+        }
+        policy.predict(batch)
+        fwd_ms, fwd_cpu_ms = median_ms(lambda p=policy, x=batch: p.predict(x), forwards)
+        policy.train()
+        train_ms, train_cpu_ms = median_ms(lambda p=policy, x=batch: p.loss(x)[0].backward(), forwards)
+        text = getattr(policy, "text", None)
+        frozen = text.num_frozen_parameters() if hasattr(text, "num_frozen_parameters") else 0
+        rows.append({"policy": name, "params": policy.num_parameters(), "frozen_text_params": frozen,
+                     "checkpoint_mb": ckpt / 2**20, "act_ms": act_ms, "act_cpu_ms": act_cpu_ms,
+                     "act_hz": 1000 / act_ms, "predict_ms_batch": fwd_ms,
+                     "predict_cpu_ms_batch": fwd_cpu_ms, "train_step_ms_batch": train_ms,
+                     "train_step_cpu_ms_batch": train_cpu_ms, "batch_size": b,
+                     "image_size": image_size, "threads": threads,
+                     "config": {k: v for k, v in cfg.to_dict().items() if k != "stats"}})
+    return rows
+
+
+def format_policy_rows(rows: list[dict]) -> str:
+    b = rows[0]["batch_size"] if rows else 32
+    lines = ["Times are medians, wall clock (CPU time in brackets: what the call costs on one free core).",
+             "| policy | params (M) | frozen text encoder (M) | checkpoint (MB) | ms/act (batch 1) | act Hz "
+             f"| ms/forward (batch {b}) | ms/loss+backward (batch {b}) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['policy']} | {r['params'] / 1e6:.2f} | {r['frozen_text_params'] / 1e6:.1f} | "
+                     f"{r['checkpoint_mb']:.1f} | {r['act_ms']:.1f} ({r['act_cpu_ms']:.1f}) | "
+                     f"{r['act_hz']:.0f} ({1000 / max(r['act_cpu_ms'], 1e-6):.0f}) | "
+                     f"{r['predict_ms_batch']:.0f} ({r['predict_cpu_ms_batch']:.0f}) | "
+                     f"{r['train_step_ms_batch']:.0f} ({r['train_step_cpu_ms_batch']:.0f}) |")
+    return "\n".join(lines)

@@ -74,6 +74,12 @@ def cmd_bench(args) -> int:
     if args.what == "env":
         rows = bench_env(_env_ids(args.env), sizes=args.sizes, steps=args.steps)
         print(format_env_rows(rows))
+    elif args.what == "policy":
+        from vlagym.experiments.bench import bench_policy, format_policy_rows
+
+        env_id = _env_ids(args.env)[0] if args.env else "vlagym/TabletopTouch-v0"
+        rows = bench_policy(env_id=env_id, image_size=max(args.sizes), batch_size=args.batch_size)
+        print(format_policy_rows(rows))
     else:
         from vlagym.experiments.bench import bench_data
 
@@ -201,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
                                    "size, beside raw PyBullet rendering of the same scene without the robot. "
                                    "'data': loader samples/s over a dataset with worker processes.")
-    s.add_argument("what", choices=["env", "data"], help="what to benchmark")
+    s.add_argument("what", choices=["env", "data", "policy"],
+                   help="what to benchmark ('policy': each policy's default config on one core at the "
+                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward)")
     s.add_argument("--data", default=None, help="dataset folder (data)")
     s.add_argument("--workers", type=int, default=2, help="DataLoader workers (data)")
     s.add_argument("--batch-size", type=int, default=32, help="batch size (data)")
