@@ -61,6 +61,11 @@ class Panda(Robot):
                                                flags=c.URDF_ENABLE_CACHED_GRAPHICS_SHAPES))
         for j in FINGER_JOINTS:
             c.changeDynamics(self.id, j, lateralFriction=1.5, spinningFriction=0.01)
+        # PyBullet ignores the URDF's <mimic>: without this gear the two fingers, each pressing
+        # with the same force, slide together along their axis and a held object sways by cm.
+        gear = c.createConstraint(self.id, FINGER_JOINTS[0], self.id, FINGER_JOINTS[1], c.JOINT_GEAR,
+                                  [1, 0, 0], [0, 0, 0], [0, 0, 0])
+        c.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50)
         start = self.start_pos + rng.uniform([-0.03, -0.05, -0.03], [0.03, 0.05, 0.03])
         start_yaw = float(rng.uniform(-0.3, 0.3))
         # Solve the start configuration kinematically, then place the arm there at rest.

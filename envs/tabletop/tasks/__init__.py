@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from vlagym.envs.tabletop.tasks.pick_up import PickUpTask
+from vlagym.envs.tabletop.tasks.place import PlaceTask
+from vlagym.envs.tabletop.tasks.stack import StackTask
 from vlagym.envs.tabletop.tasks.touch import TouchTask
 
-TASKS = {cls.name: cls for cls in (TouchTask,)}
+TASKS = {cls.name: cls for cls in (TouchTask, PickUpTask, PlaceTask, StackTask)}
 
 
 def make_task(name: str, **kwargs):
