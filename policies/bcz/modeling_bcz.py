@@ -41,7 +41,8 @@ class BCZPolicy(Policy):
         in_dim = self.backbone.out_channels + (cfg.proprio_dim if cfg.use_proprio else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
         self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
-        self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_gripper)
+        ng = self.codec.num_gripper
+        self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
         self._cond: torch.Tensor | None = None
 
     def heads(
@@ -54,9 +55,10 @@ class BCZPolicy(Policy):
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
         h = self.trunk(feats)
         b, hor = feats.shape[0], self.config.horizon
+        grip = self.gripper_head(h) if self.gripper_head is not None else h.new_zeros(b, 0)
         return (
             self.continuous_head(h).view(b, hor, self.codec.num_continuous),
-            self.gripper_head(h).view(b, hor, self.codec.num_gripper),
+            grip.view(b, hor, self.codec.num_gripper),
         )
 
     def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -247,6 +247,8 @@ def test_factory_errors_and_config_validation():
         RT1Config(text_encoder="use")
     with pytest.raises(ValueError, match="stats\\['actions'\\]\\['std'\\] must be 5 finite numbers"):
         BCZConfig(stats={"actions": {**STATS["actions"], "std": [1.0, 2.0]}})
+    two_d = make_policy("bcz", obs_space, spaces.Box(-1, 1, (2,)), text_encoder="hash", hidden_dim=8)
+    assert two_d.config.gripper_dims == () and two_d.codec.num_continuous == 2
     cfg = BCZConfig(gripper_dims=(-1,))
     assert cfg.gripper_dims == (4,)
     assert BCZConfig.from_dict(cfg.to_dict()) == cfg
