@@ -80,8 +80,11 @@ def config_from_spaces(
     default_grip = next(f.default for f in dataclasses.fields(cls) if f.name == "gripper_dims")
     if "gripper_dims" not in overrides and any(d >= fields["action_dim"] for d in default_grip):
         # The default names the tabletop Panda's gripper; an env without that dimension has none.
-        logger.info("make_policy(%r): %d-d actions, so no gripper dimensions (pass gripper_dims= to set some)",
-                    name, fields["action_dim"])
+        logger.info(
+            "make_policy(%r): %d-d actions, so no gripper dimensions (pass gripper_dims= to set some)",
+            name,
+            fields["action_dim"],
+        )
         fields["gripper_dims"] = ()
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
