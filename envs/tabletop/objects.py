@@ -119,7 +119,7 @@ def _spawn_bowl(sim: Simulation, name: str, spec: ObjectSpec, xy, orn, rgba) -> 
     vis = c.createVisualShapeArray(**arrays, visualFramePositions=frames_pos,
                                    visualFrameOrientations=frames_orn, rgbaColors=[list(rgba)] * len(parts))
     body = c.createMultiBody(0.3, col, vis, basePosition=[xy[0], xy[1], 0.0], baseOrientation=list(orn))
-    c.changeDynamics(body, -1, lateralFriction=1.0)
+    c.changeDynamics(body, -1, lateralFriction=1.0, activationState=c.ACTIVATION_STATE_ENABLE_SLEEPING)
     return sim.add(name, body)
 
 
@@ -129,20 +129,26 @@ def place_without_overlap(
     region: np.ndarray,
     margin: float = 0.02,
     tries: int = 200,
+    restarts: int = 20,
 ) -> list[tuple[np.ndarray, float]]:
     """Sample ``(xy, yaw)`` for each spec inside ``region`` ((2, 2): low, high) with no overlap.
 
-    Larger objects are placed first; the result is in the order of ``specs``.
+    Larger objects are placed first; the result is in the order of ``specs``. When the early
+    objects leave no room for a later one (two large bowls do about one time in five), the
+    whole layout is drawn again.
     """
     order = sorted(range(len(specs)), key=lambda i: -specs[i].footprint)
-    placed: dict[int, tuple[np.ndarray, float]] = {}
-    for i in order:
-        r = specs[i].footprint
-        for _ in range(tries):
-            xy = rng.uniform(region[0] + r, region[1] - r)
-            if all(np.linalg.norm(xy - placed[j][0]) > r + specs[j].footprint + margin for j in placed):
-                placed[i] = (xy, float(rng.uniform(-np.pi, np.pi)))
+    for _ in range(restarts):
+        placed: dict[int, tuple[np.ndarray, float]] = {}
+        for i in order:
+            r = specs[i].footprint
+            for _ in range(tries):
+                xy = rng.uniform(region[0] + r, region[1] - r)
+                if all(np.linalg.norm(xy - placed[j][0]) > r + specs[j].footprint + margin for j in placed):
+                    placed[i] = (xy, float(rng.uniform(-np.pi, np.pi)))
+                    break
+            else:
                 break
         else:
-            raise RuntimeError(f"could not place {len(specs)} objects without overlap; reduce distractors")
-    return [placed[i] for i in range(len(specs))]
+            return [placed[i] for i in range(len(specs))]
+    raise RuntimeError(f"could not place {len(specs)} objects without overlap; reduce distractors")
