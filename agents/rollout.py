@@ -148,16 +148,36 @@ def _final_distance(info: dict[str, Any]) -> float | None:
 # --- parallel batches ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:
+    """One episode to run: ``agent`` is "expert" or the path of a saved policy."""
+
     env_id: str
     seed: int
     record: bool = False
     noise: float = 0.0
     env_kwargs: tuple = ()
+    agent: str = "expert"
 
 
 def _run_job(job: Job) -> Episode:
     env = _worker_env(job.env_id, job.env_kwargs)
-    return run_episode(env, job.seed, lambda e: expert_agent(e, job.noise), record=job.record)
+    if job.agent == "expert":
+        make = lambda e: expert_agent(e, job.noise)  # noqa: E731
+    else:
+        agent = _worker_policy(job.agent)
+        make = lambda e: agent  # noqa: E731
+    return run_episode(env, job.seed, make, record=job.record)
+
+
+_POLICIES: dict[str, Any] = {}
+
+
+def _worker_policy(path: str):
+    """One loaded policy per worker process (loading once, not per episode)."""
+    if path not in _POLICIES:
+        from vlagym.agents.policy_agent import PolicyAgent
+
+        _POLICIES[path] = PolicyAgent.load(path)
+    return _POLICIES[path]
 
 
 _ENVS: dict[tuple, gym.Env] = {}
@@ -205,6 +225,13 @@ def summarize(episodes: list[Episode]) -> dict[str, Any]:
     lo, hi = wilson_interval(k, n)
     dists = [e.final_distance for e in episodes if e.final_distance is not None]
     agent_ms = float(np.mean([e.agent_ms_per_step for e in episodes])) if n else 0.0
+    nav = n > 0 and all("shortest_path_length" in e.info and "path_length" in e.info for e in episodes)
+    extra = {}
+    if nav:
+        from vlagym.agents.metrics import spl
+
+        extra["spl"] = spl([e.success for e in episodes], [e.info["shortest_path_length"] for e in episodes],
+                           [e.info["path_length"] for e in episodes])
     return {
         "episodes": n,
         "successes": k,
@@ -213,5 +240,7 @@ def summarize(episodes: list[Episode]) -> dict[str, Any]:
         "mean_steps": float(np.mean([e.steps for e in episodes])) if n else 0.0,
         "final_distance_mean": float(np.mean(dists)) if dists else None,
         "agent_ms_per_step": agent_ms,
+        "agent_hz": 1000.0 / agent_ms if agent_ms > 0 else None,
         "env_ms_per_step": float(np.mean([e.env_ms_per_step for e in episodes])) if n else 0.0,
+        **extra,
     }

@@ -150,6 +150,32 @@ def cmd_dataset(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from vlagym.policies.train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, resume=args.resume)
+    print(f"best policy: {summary['best_policy']} (validation success {summary['best']['success_rate']:.0%} "
+          f"at step {summary['best']['step']}); run folder {summary['run']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from vlagym.experiments.evaluate import evaluate
+
+    report = evaluate(args.policy, _env_ids(args.env), args.episodes, seed_start=args.seed_start,
+                      workers=args.workers, video_dir=args.video, videos_per_env=args.videos,
+                      expert=not args.no_expert, out=args.out, gif=args.gif)
+    from vlagym.experiments.report import to_markdown
+
+    print(to_markdown(report))
+    if "paths" in report:
+        print(f"report: {report['paths']['report_json']}")
+    if args.video:
+        print(f"videos: {args.video}/")
+    return 0
+
+
 def cmd_envs(args) -> int:
     import gymnasium as gym
 
@@ -246,6 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--key", default="rgb", help="image key to show")
     s.add_argument("--out", default="episode.mp4", help="video file (show)")
     s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("train", formatter_class=fmt, help="behavior cloning from a YAML config",
+                       description="Train a policy (rt1, bcz, clip) on demonstration datasets. Settings come "
+                                   "from --config (experiments/configs/*.yaml) and key=value overrides, e.g. "
+                                   "steps=500 data=[runs/data] policy.horizon=5. The resolved config, "
+                                   "TensorBoard logs, a resumable checkpoint/ and the best/ policy go in out=.")
+    s.add_argument("--config", default=None, help="YAML config file")
+    s.add_argument("--resume", action="store_true", help="continue the run in out= from its last checkpoint")
+    s.add_argument("overrides", nargs="*", help="key=value overrides (policy.<field>=value for the policy)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", formatter_class=fmt, help="evaluate a policy beside the expert",
+                       description="Roll out a trained policy and the scripted expert on the same held-out "
+                                   "test seeds in worker processes; write report.json/report.md and videos.")
+    s.add_argument("--policy", required=True, help="policy folder or training run folder (uses best/)")
+    s.add_argument("--env", nargs="+", required=True, help="env ids")
+    s.add_argument("--episodes", type=int, default=100, help="episodes per env")
+    s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--video", default=None, help="folder for MP4s of the first episodes and a grid video")
+    s.add_argument("--videos", type=int, default=4, help="episodes per env and agent recorded")
+    s.add_argument("--gif", action="store_true", help="write per-episode GIFs instead of MP4s")
+    s.add_argument("--no-expert", action="store_true", help="skip the expert row")
+    s.add_argument("--out", default=None, help="folder for report.json and report.md")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("envs", help="list registered environment ids", description="List registered ids.")
     s.set_defaults(func=cmd_envs)

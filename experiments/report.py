@@ -58,15 +58,16 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = ["# vlagym evaluation report", ""]
     prov = report["provenance"]
     lines.append(f"vlagym {prov['vlagym_version']} (git {prov['git_revision']}), {prov['created']}")
-    lines += ["", "| agent | task | episodes | success | 95% CI | mean steps | final distance (m) | agent ms/step |",
-              "|---|---|---:|---:|---|---:|---:|---:|"]
+    lines += ["", "| agent | task | episodes | success | 95% CI | SPL | mean steps | final distance (m) | "
+                  "agent ms/step |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for agent, block in report["agents"].items():
         for env_id, s in list(block["per_task"].items()) + [("**overall**", block["overall"])]:
             dist = "-" if s["final_distance_mean"] is None else f"{s['final_distance_mean']:.3f}"
+            spl = f"{s['spl']:.3f}" if "spl" in s else "-"
             lines.append(
                 f"| {agent} | {env_id} | {s['episodes']} | {s['success_rate']:.1%} | "
-                f"[{s['success_ci95'][0]:.1%}, {s['success_ci95'][1]:.1%}] | {s['mean_steps']:.1f} | {dist} | "
-                f"{s['agent_ms_per_step']:.2f} |"
+                f"[{s['success_ci95'][0]:.1%}, {s['success_ci95'][1]:.1%}] | {spl} | {s['mean_steps']:.1f} | "
+                f"{dist} | {s['agent_ms_per_step']:.2f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlagym.agents.dataset import DemoRef, index_demos
+from vlagym.agents.dataset import DemoRef, compute_stats, index_demos
 
 
 class DemoWindows(Dataset):
@@ -91,7 +91,9 @@ class DemoWindows(Dataset):
         state["_files"] = {}
         return state
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key`` is an index, or ``(index, augmentation_seed)`` for reproducible augmentation."""
+        i, aug_seed = key if isinstance(key, tuple) else (key, None)
         d, t = self._index[i]
         ref = self.demos[d]
         demo = self._file(ref.path)["data"][ref.key]
@@ -112,7 +114,7 @@ class DemoWindows(Dataset):
             "instruction": ref.instruction,
             "index": torch.tensor([d, t]),
         }
-        gen = np.random.default_rng() if self.augment else None
+        gen = np.random.default_rng(aug_seed) if self.augment else None
         for key in self.image_keys:
             frames = demo["obs"][key][lo:t + 1][take_obs]  # (history, H, W, 3) uint8
             images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
@@ -120,12 +122,17 @@ class DemoWindows(Dataset):
         return item
 
     def action_stats(self) -> dict[str, list[float]]:
-        """Per-dimension statistics of the actions (from the dataset's stats.json if present)."""
-        if self.max_demos is None and len(self.paths) == 1 and (Path(self.paths[0]) / "stats.json").exists():
-            return json.loads((Path(self.paths[0]) / "stats.json").read_text())["actions"]
-        acts = np.concatenate([self._file(r.path)["data"][r.key]["actions"][()] for r in self.demos])
-        return {"mean": acts.mean(0).tolist(), "std": acts.std(0).tolist(), "min": acts.min(0).tolist(),
-                "max": acts.max(0).tolist(), "count": int(len(acts))}
+        """Per-dimension mean, std, min, max of the actions (stats.json when it covers these demos)."""
+        return self._stats("actions")
+
+    def proprio_stats(self) -> dict[str, list[float]]:
+        return self._stats("proprio")
+
+    def _stats(self, key: str) -> dict[str, list[float]]:
+        stats_file = Path(self.paths[0]) / "stats.json"
+        if self.max_demos is None and len(self.paths) == 1 and stats_file.exists():
+            return json.loads(stats_file.read_text())[key]
+        return compute_stats(self.demos)[key]
 
 
 def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, jitter: float) -> torch.Tensor:

@@ -1,0 +1,336 @@
+"""Behavior-cloning training for any vlagym policy (``vlagym train``).
+
+AdamW with linear warm-up and cosine decay, gradient clipping, mixed precision on GPU,
+periodic evaluation in simulation on validation seeds with best-checkpoint selection,
+TensorBoard logs and atomic checkpoints. ``resume=True`` continues a killed run from its
+last checkpoint and gives the same weights as an uninterrupted run of the same seed: data
+order and augmentation are functions of (seed, step), and RNG states are checkpointed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from vlagym.agents.dataset import env_args as dataset_env_args
+from vlagym.policies.data import DemoWindows
+
+log = logging.getLogger(__name__)
+VAL_SEED_START = 1_000_000
+
+
+@dataclass
+class TrainConfig:
+    """A behavior-cloning run. Every field can be set in YAML and overridden as ``key=value``."""
+
+    data: list[str] = field(default_factory=list)
+    """Dataset folders (from ``vlagym collect``)."""
+    policy: str = "bcz"
+    """Policy name: rt1, bcz or clip."""
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields of the policy's config dataclass to override."""
+    out: str = "runs/train"
+    """Run folder: checkpoints, TensorBoard logs, resolved config."""
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Samples per step."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before cosine decay to zero."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables clipping)."""
+    augment: bool = True
+    """Random shift and colour jitter on training images."""
+    max_demos: int | None = None
+    """Use only the first N demos of the data (data-efficiency studies)."""
+    num_workers: int = 2
+    """DataLoader worker processes."""
+    seed: int = 0
+    """Seeds weights, data order and augmentation."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch (0: half the cores, at least 1). On a small shared machine more threads
+    than free cores makes OpenMP spin: one busy neighbour process slows training tenfold."""
+    amp: bool = True
+    """bfloat16 autocast on GPU (ignored on CPU)."""
+    log_every: int = 25
+    """Steps between TensorBoard scalars."""
+    save_every: int = 250
+    """Steps between resumable checkpoints."""
+    eval_every: int = 500
+    """Steps between evaluations in simulation (0 disables)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, on validation seeds."""
+    eval_env: str | None = None
+    """Env id for evaluation (default: the dataset's)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config and apply ``key=value`` overrides (values parsed as YAML)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        raw = yaml.safe_load(p.read_text()) or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        if key.startswith("policy."):
+            raw.setdefault("policy_overrides", {})[key[len("policy."):]] = yaml.safe_load(value)
+            continue
+        raw[key] = yaml.safe_load(value)
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    return TrainConfig(**raw)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+class StepSampler(Sampler):
+    """Yields, for each step from ``start``, a batch of ``(index, augmentation seed)`` pairs drawn
+    from (seed, step) alone, so a resumed run sees exactly the batches it would have seen."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0) -> None:
+        self.n, self.batch_size, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            rng = np.random.default_rng([self.seed, step])
+            idx = rng.integers(0, self.n, self.batch_size)
+            aug = rng.integers(0, 2**31, self.batch_size)
+            yield [(int(i), int(a)) for i, a in zip(idx, aug)]
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        out[key] = vals if isinstance(vals[0], str) else torch.stack(vals)
+    return out
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _atomic_dir(tmp: Path, final: Path) -> None:
+    """Replace directory ``final`` with ``tmp`` so that a crash leaves one of them whole."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any]) -> None:
+    tmp = run / ".checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    policy.save_pretrained(tmp / "policy")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
+                "torch_rng": torch.get_rng_state()}, tmp / "train_state.pt")
+    _atomic_dir(tmp, run / "checkpoint")
+
+
+def _restore_interrupted(run: Path) -> None:
+    """Finish an interrupted checkpoint swap (final moved aside, new one not yet in place)."""
+    ckpt, old = run / "checkpoint", run / "checkpoint.old"
+    if not ckpt.exists() and old.exists():
+        os.replace(old, ckpt)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train; returns a summary with the run folder, final loss and best evaluation."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from vlagym.policies import load_policy, make_policy
+
+    if not cfg.data:
+        raise ValueError("no training data: set data: [DIR, ...] in the config or data=DIR")
+    run = Path(cfg.out)
+    if run.exists() and (run / "config.yaml").exists() and not resume:
+        raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another out=")
+    run.mkdir(parents=True, exist_ok=True)
+    _restore_interrupted(run)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # only third-party code reads the global generator
+
+    env_args = dataset_env_args(cfg.data[0])
+    eval_env = cfg.eval_env or env_args["env_name"]
+    probe = DemoWindows(cfg.data, max_demos=cfg.max_demos)
+    stats = {"actions": probe.action_stats(), "proprio": probe.proprio_stats()}
+    obs_space, act_space = _spaces(eval_env, env_args["env_kwargs"])
+
+    start = 0
+    best = {"success_rate": -1.0, "step": None}
+    if resume and (run / "checkpoint").exists():
+        policy = load_policy(run / "checkpoint" / "policy")
+        state = torch.load(run / "checkpoint" / "train_state.pt", weights_only=False)
+        start, best = state["step"], state["best"]
+    else:
+        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **cfg.policy_overrides)
+        state = None
+    policy.to(device).train()
+    (run / "config.yaml").write_text(yaml.safe_dump({**dataclasses.asdict(cfg),
+                                                      "resolved_policy": policy.config_dict()}, sort_keys=False))
+    history, horizon = policy.window()
+    data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
+                       max_demos=cfg.max_demos, image_keys=policy.image_keys())
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+    if start >= cfg.steps:
+        log.info("run already finished at step %d", start)
+        return _summary(run, best, None)
+
+    sampler = StepSampler(len(data), cfg.batch_size, cfg.steps, cfg.seed, start)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+    writer = SummaryWriter(str(run / "tb"), purge_step=start)
+    use_amp = cfg.amp and device.type == "cuda"
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy}", unit="step", dynamic_ncols=True,
+               disable=not progress)
+    t_last, seen, loss_value = time.perf_counter(), 0, None
+    step = start
+    for batch in loader:
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, logs = policy.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        seen += cfg.batch_size
+        loss_value = float(loss.detach())
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            sps = seen / max(now - t_last, 1e-9)
+            t_last, seen = now, 0
+            writer.add_scalar("train/loss", loss_value, step)
+            writer.add_scalar("train/lr", lr_at(step - 1, cfg), step)
+            writer.add_scalar("train/samples_per_s", sps, step)
+            for k, v in logs.items():
+                writer.add_scalar(f"train/{k}", float(v), step)
+            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.0f}")
+        bar.update(1)
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            rate = evaluate_during_training(policy, eval_env, env_args["env_kwargs"], cfg.eval_episodes, device)
+            policy.train()
+            writer.add_scalar("eval/success_rate", rate, step)
+            bar.write(f"step {step}: validation success {rate:.0%} over {cfg.eval_episodes} episodes")
+            if rate > best["success_rate"]:
+                best = {"success_rate": rate, "step": step}
+                tmp = run / ".best.tmp"
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                policy.save_pretrained(tmp)
+                _atomic_dir(tmp, run / "best")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(run, policy, optimizer, step, best)
+    bar.close()
+    writer.close()
+    if not (run / "best").exists():  # no evaluation ran: the last weights are the answer
+        shutil.copytree(run / "checkpoint" / "policy", run / "best")
+    return _summary(run, best, loss_value)
+
+
+def _summary(run: Path, best: dict[str, Any], loss: float | None) -> dict[str, Any]:
+    summary = {"run": str(run), "best": best, "final_loss": loss, "best_policy": str(run / "best")}
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _spaces(env_id: str, env_kwargs: dict[str, Any]):
+    import gymnasium as gym
+
+    env = gym.make(env_id, **{k: v for k, v in env_kwargs.items() if k != "task"})
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return spaces
+
+
+def evaluate_during_training(policy, env_id: str, env_kwargs: dict[str, Any], episodes: int,
+                             device: torch.device) -> float:
+    """Success rate of ``policy`` on validation seeds, in this process."""
+    import gymnasium as gym
+
+    from vlagym.agents.rollout import run_episode
+
+    env = gym.make(env_id, **{k: v for k, v in env_kwargs.items() if k != "task"})
+    policy.eval()
+    ok = 0
+    with torch.no_grad():
+        for i in range(episodes):
+            ok += run_episode(env, VAL_SEED_START + i, lambda e: _Act(policy)).success
+    env.close()
+    return ok / max(1, episodes)
+
+
+class _Act:
+    def __init__(self, policy) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs, info):
+        return self.policy.act(obs)
