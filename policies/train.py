@@ -104,14 +104,24 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Tr
             raise FileNotFoundError(f"config file {p} does not exist")
         raw = yaml.safe_load(p.read_text()) or {}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def parse(value: str) -> Any:
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 floats need a dot)
+            try:
+                return float(parsed)
+            except ValueError:
+                return parsed
+        return parsed
+
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
         if key.startswith("policy."):
-            raw.setdefault("policy_overrides", {})[key[len("policy."):]] = yaml.safe_load(value)
+            raw.setdefault("policy_overrides", {})[key[len("policy."):]] = parse(value)
             continue
-        raw[key] = yaml.safe_load(value)
+        raw[key] = parse(value)
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")

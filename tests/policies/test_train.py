@@ -1,0 +1,105 @@
+"""Behavior-cloning training: configs, schedule, checkpoints, and resume after a real kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vlagym.agents.collect import CollectConfig, collect
+from vlagym.policies.train import StepSampler, TrainConfig, load_config, lr_at, train
+
+TINY_BCZ = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "touch"
+    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=3, out=str(out), workers=1,
+                          env_kwargs={"image_size": 32}))
+    return out
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=[str(data)], policy="bcz", policy_overrides=TINY_BCZ, out=str(out), steps=8, batch_size=4,
+                num_workers=0, eval_every=0, save_every=4, log_every=2, warmup_steps=2, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"policy": "bcz", "steps": 10, "data": ["a"]}))
+    cfg = load_config(path, ["steps=20", "policy.horizon=4", "lr=1e-3"])
+    assert cfg.steps == 20 and cfg.policy_overrides == {"horizon": 4} and cfg.lr == 1e-3 and cfg.data == ["a"]
+    with pytest.raises(ValueError, match="unknown config keys"):
+        load_config(path, ["stepz=3"])
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        load_config(path, ["steps=0"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "experiments" / "configs").glob("*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.policy in ("rt1", "bcz", "clip") and cfg.data, path
+
+
+def test_lr_schedule_and_sampler():
+    cfg = TrainConfig(data=["x"], steps=100, warmup_steps=10, lr=1.0)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.0, abs=1e-9)
+    full = list(StepSampler(50, 4, 10, seed=3))
+    resumed = list(StepSampler(50, 4, 10, seed=3, start=6))
+    assert full[6:] == resumed and full[0] != list(StepSampler(50, 4, 10, seed=4))[0]
+
+
+def test_train_writes_run_and_evaluates(data, tmp_path):
+    out = tmp_path / "run"
+    summary = train(_cfg(data, out, eval_every=4, eval_episodes=1), progress=False)
+    assert (out / "best" / "model.safetensors").exists() and (out / "checkpoint" / "train_state.pt").exists()
+    assert summary["best"]["step"] in (4, 8) and summary["final_loss"] > 0
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["policy"] == "bcz" and resolved["resolved_policy"]["horizon"] == 3
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_cfg(data, out), progress=False)
+
+
+def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
+    steps = 60
+    reference = tmp_path / "reference"
+    train(_cfg(data, reference, steps=steps), progress=False)
+
+    killed = tmp_path / "killed"
+    args = [f"{k}={v}" for k, v in dict(data=f"[{data}]", policy="bcz", out=killed, steps=steps, batch_size=4,
+                                          num_workers=0, eval_every=0, save_every=4, log_every=2,
+                                          warmup_steps=2, threads=1).items()]
+    args += [f"policy.{k}={v}" for k, v in TINY_BCZ.items()]
+    cmd = [sys.executable, "-m", "vlagym.experiments.cli", "train", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoint" / "train_state.pt").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = torch.load(killed / "checkpoint" / "train_state.pt", weights_only=False)["step"]
+    assert step < steps, "the kill came too late to test resume"
+    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    a = load_file(reference / "checkpoint" / "policy" / "model.safetensors")
+    b = load_file(killed / "checkpoint" / "policy" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")
