@@ -102,8 +102,11 @@ def _spawn_bowl(sim: Simulation, name: str, spec: ObjectSpec, xy, orn, rgba) -> 
     for k in range(BOWL_SIDES):
         a = 2 * np.pi * k / BOWL_SIDES
         centre = (r + BOWL_WALL / 2) * np.array([np.cos(a), np.sin(a)])
-        parts.append(dict(type=pb.GEOM_BOX, halfExtents=(BOWL_WALL / 2, side / 2, BOWL_WALL_HEIGHT / 2),
-                          pos=(centre[0], centre[1], BOWL_WALL_HEIGHT / 2),
+        # Walls stand on the floor, not on the table: only the floor touches the table, which
+        # keeps the bowl's contact count (its physics cost) low.
+        wall = BOWL_WALL_HEIGHT - 2 * floor
+        parts.append(dict(type=pb.GEOM_BOX, halfExtents=(BOWL_WALL / 2, side / 2, wall / 2),
+                          pos=(centre[0], centre[1], 2 * floor + wall / 2),
                           orn=pb.getQuaternionFromEuler([0, 0, a])))
     c = sim.client
     arrays = dict(
