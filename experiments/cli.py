@@ -19,6 +19,19 @@ def _env_ids(values: list[str] | None) -> list[str]:
     return [check_env_id(v) for v in values]
 
 
+def _kwargs(items: list[str] | None) -> dict:
+    """``key=value`` pairs (values parsed as YAML) for gym.make."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--kwargs takes key=value pairs, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 # --- subcommands ----------------------------------------------------------------------------------------------
 def cmd_pipeline(args) -> int:
     from vlagym.experiments.pipeline import run_pipeline
@@ -42,11 +55,12 @@ def cmd_expert_eval(args) -> int:
     from vlagym.experiments.report import build_report, to_markdown, write_report
 
     env_ids = _env_ids(args.env)
-    kwargs = (("obs_mode", "state"),) if not args.render else ()
+    extra = _kwargs(args.kwargs)
+    kwargs = tuple(sorted({**({} if args.render else {"obs_mode": "state"}), **extra}.items()))
     seeds = {e: list(range(args.seed_start, args.seed_start + args.episodes)) for e in env_ids}
     jobs = [Job(e, s, noise=args.noise, env_kwargs=kwargs) for e in env_ids for s in seeds[e]]
     episodes = run_jobs(jobs, workers=args.workers, desc="expert-eval")
-    report = build_report({"expert": episodes}, seeds, job="expert-eval", noise=args.noise)
+    report = build_report({"expert": episodes}, seeds, job="expert-eval", noise=args.noise, env_kwargs=extra)
     print(to_markdown(report))
     if args.out:
         json_path, _ = write_report(report, args.out)
@@ -215,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     s.add_argument("--noise", type=float, default=0.0, help="std of Gaussian action noise (normalised units)")
     s.add_argument("--render", action="store_true", help="render images too (slower; success is the same)")
+    s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="env keyword arguments, e.g. action_mode=continuous")
     s.add_argument("--min-success", type=float, default=0.0, help="fail (exit 1) below this overall rate")
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
     s.set_defaults(func=cmd_expert_eval)

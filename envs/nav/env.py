@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
 from vlagym.envs.core import RobotTaskEnv
 from vlagym.envs.nav.robot import STOP, DiffDriveRobot
 from vlagym.envs.nav.scene import Scene

@@ -12,6 +12,7 @@ from functools import cache
 
 import numpy as np
 import pybullet as pb
+
 from vlagym.envs.nav.grid import Circle, Footprint, Rect
 from vlagym.envs.sim import Simulation
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pybullet as pb
 from gymnasium import spaces
+
 from vlagym.envs.core import Robot
 from vlagym.envs.nav.grid import ROBOT_RADIUS
 from vlagym.envs.nav.objects import add_boxes, low_poly_mesh, quat_yaw

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from vlagym.envs.nav.grid import ROBOT_RADIUS, Grid, Planner, Rect, clearance, largest_component
 from vlagym.envs.nav.objects import (
     COLORS,

@@ -16,6 +16,7 @@ import abc
 from typing import Any
 
 import numpy as np
+
 from vlagym.envs.core import Expert, Task
 from vlagym.envs.nav.grid import ROBOT_RADIUS, Field, smoothed_length
 from vlagym.envs.nav.objects import COLORS, SHAPES, Landmark

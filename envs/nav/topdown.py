@@ -8,6 +8,7 @@ North (+y) is up.
 from __future__ import annotations
 
 import numpy as np
+
 from vlagym.envs.nav.grid import ROBOT_RADIUS
 from vlagym.envs.nav.objects import Landmark
 from vlagym.envs.nav.scene import Scene

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Task
-from vlagym.envs.tabletop.panda import FINGER_JOINTS
 from vlagym.envs.tabletop.objects import COLORS, GRASPABLE, SIZES, ObjectSpec, place_without_overlap, spawn
+from vlagym.envs.tabletop.panda import FINGER_JOINTS
 
 # Where objects may stand: (low, high) of x, y in the robot's base frame (metres).
 REGION = np.array([[0.32, -0.24], [0.66, 0.24]])

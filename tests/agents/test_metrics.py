@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vlagym.agents.metrics import (
     final_distance_to_goal,
     navigation_metrics,

@@ -6,10 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from vlagym.envs import NAV_IDS, register_envs
-from vlagym.envs.nav.task import SUCCESS_DIST
 
 import vlagym
+from vlagym.envs import NAV_IDS, register_envs
+from vlagym.envs.nav.task import SUCCESS_DIST
 
 MODES = ["discrete", "continuous"]
 TASK_OF = {

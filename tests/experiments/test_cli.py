@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from vlagym.agents.video import read_video
-
 from vlagym.experiments.cli import build_parser
 
 SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs"]

@@ -9,6 +9,7 @@ calling ``stop`` there, in discrete mode: an earlier ``stop`` ends the episode a
 from __future__ import annotations
 
 import numpy as np
+
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MAX_GOALS, MIN_START_DIST, NavExpert, NavTask, Placer
 

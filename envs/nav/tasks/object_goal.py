@@ -7,6 +7,7 @@ least one of the two. Success: within 0.5 m of it (and ``stop`` there, in discre
 from __future__ import annotations
 
 import numpy as np
+
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MIN_START_DIST, NavExpert, NavTask, Placer
 

@@ -13,6 +13,7 @@ Success: within 0.5 m of the goal (and ``stop`` there, in discrete mode).
 from __future__ import annotations
 
 import numpy as np
+
 from vlagym.envs.nav.objects import Landmark
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MIN_START_DIST, NavExpert, NavTask, Placer
