@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ def resolve_policy_dir(path: str | os.PathLike) -> Path:
             return p / sub
     raise FileNotFoundError(f"no policy checkpoint at {p} (expected config.json and model.safetensors there, "
                             f"or a training run folder with best/)")
+
+
+def policy_env_kwargs(path: str | os.PathLike) -> dict[str, Any]:
+    """The env kwargs a saved policy was trained with (from its env_args.json), minus the task."""
+    p = resolve_policy_dir(path) / "env_args.json"
+    if not p.exists():
+        return {}
+    kwargs = json.loads(p.read_text()).get("env_kwargs", {})
+    return {k: v for k, v in kwargs.items() if k != "task"}
 
 
 class PolicyAgent:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vlagym.agents.dataset import SPLIT_SEED_START, split_of
-from vlagym.agents.policy_agent import resolve_policy_dir
+from vlagym.agents.policy_agent import policy_env_kwargs, resolve_policy_dir
 from vlagym.agents.rollout import Episode, Job, run_jobs
 from vlagym.agents.video import grid, write_video
 from vlagym.experiments.report import build_report, write_report
@@ -36,18 +36,22 @@ def evaluate(
     t0 = time.time()
     seeds = {e: list(range(seed_start, seed_start + episodes)) for e in env_ids}
     agents: dict[str, str] = {}
+    env_kwargs: dict[str, Any] = {}
     if policy is not None:
         agents["policy"] = str(resolve_policy_dir(policy))
+        # The env as the policy saw it in training (image size, action mode); the expert gets the same.
+        env_kwargs = policy_env_kwargs(policy)
     if expert:
         agents["expert"] = "expert"
-    jobs = [Job(e, s, record=video_dir is not None and i < videos_per_env, agent=path)
+    kw = tuple(sorted(env_kwargs.items()))
+    jobs = [Job(e, s, record=video_dir is not None and i < videos_per_env, agent=path, env_kwargs=kw)
             for name, path in agents.items() for e in env_ids for i, s in enumerate(seeds[e])]
     results = run_jobs(jobs, workers=workers, desc="eval")
     rows: dict[str, list[Episode]] = {name: [] for name in agents}
     for job, ep in zip(jobs, results):
         rows[next(n for n, p in agents.items() if p == job.agent)].append(ep)
     videos = _write_videos(rows, video_dir, gif) if video_dir else []
-    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"), videos=videos,
+    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"), env_kwargs=env_kwargs, videos=videos,
                           wall_time_s=round(time.time() - t0, 1))
     if out:
         json_path, md_path = write_report(report, out)

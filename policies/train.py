@@ -181,11 +181,21 @@ def _atomic_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any]) -> None:
+ENV_ARGS_NAME = "env_args.json"
+
+
+def save_policy(policy, directory: Path, env_args: dict[str, Any]) -> None:
+    """The policy's weights and config, plus the env arguments of its training data, so that
+    evaluation makes the same env (image size, action mode) with no extra flags."""
+    policy.save_pretrained(directory)
+    (directory / ENV_ARGS_NAME).write_text(json.dumps(env_args, indent=2))
+
+
+def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any], env_args: dict[str, Any]) -> None:
     tmp = run / ".checkpoint.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    policy.save_pretrained(tmp / "policy")
+    save_policy(policy, tmp / "policy", env_args)
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
                 "torch_rng": torch.get_rng_state()}, tmp / "train_state.pt")
     _atomic_dir(tmp, run / "checkpoint")
@@ -292,10 +302,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 tmp = run / ".best.tmp"
                 if tmp.exists():
                     shutil.rmtree(tmp)
-                policy.save_pretrained(tmp)
+                save_policy(policy, tmp, env_args)
                 _atomic_dir(tmp, run / "best")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(run, policy, optimizer, step, best)
+            save_checkpoint(run, policy, optimizer, step, best, env_args)
     bar.close()
     writer.close()
     if not (run / "best").exists():  # no evaluation ran: the last weights are the answer
