@@ -125,6 +125,13 @@ def _stack(traj: dict[str, list]) -> Trajectory:
     )
 
 
+def video_kwargs(env_id: str) -> dict[str, Any]:
+    """Env kwargs for recording: navigation videos show the top-down map beside the camera."""
+    from vlagym.envs import NAV_IDS
+
+    return {"top_down_map": True} if env_id in NAV_IDS else {}
+
+
 def _frame(obs: dict[str, Any], key: str) -> np.ndarray:
     if key not in obs:
         raise KeyError(f"observation has no {key!r} to record; keys: {sorted(obs)} (use obs_mode='rgb')")

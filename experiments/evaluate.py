@@ -8,7 +8,7 @@ from typing import Any
 
 from vlagym.agents.dataset import SPLIT_SEED_START, split_of
 from vlagym.agents.policy_agent import policy_env_kwargs, resolve_policy_dir
-from vlagym.agents.rollout import Episode, Job, run_jobs
+from vlagym.agents.rollout import Episode, Job, run_jobs, video_kwargs
 from vlagym.agents.video import grid, write_video
 from vlagym.experiments.report import build_report, write_report
 
@@ -43,8 +43,9 @@ def evaluate(
         env_kwargs = policy_env_kwargs(policy)
     if expert:
         agents["expert"] = "expert"
-    kw = tuple(sorted(env_kwargs.items()))
-    jobs = [Job(e, s, record=video_dir is not None and i < videos_per_env, agent=path, env_kwargs=kw)
+    recording = video_dir is not None
+    jobs = [Job(e, s, record=recording and i < videos_per_env, agent=path,
+                env_kwargs=tuple(sorted({**env_kwargs, **(video_kwargs(e) if recording else {})}.items())))
             for name, path in agents.items() for e in env_ids for i, s in enumerate(seeds[e])]
     results = run_jobs(jobs, workers=workers, desc="eval")
     rows: dict[str, list[Episode]] = {name: [] for name in agents}

@@ -1,63 +1,162 @@
-"""The main job (``vlagym pipeline``): everything vlagym can do so far, on its embedded default.
+"""The main job (``vlagym pipeline``): the whole pipeline on its embedded default.
 
-Today: scripted experts run on every tabletop task on held-out test seeds, in parallel;
-per-task rollout videos and a grid video are written with the instruction and outcome drawn
-on them, then ``report.json`` / ``report.md``. Later steps add collection, training and
-policy evaluation to this same command.
+1. collect expert demonstrations for the training task (train seeds, resumable);
+2. train a policy on them by behavior cloning (resumes if the run folder holds a checkpoint);
+3. evaluate the policy beside the expert on held-out test seeds, with videos;
+4. record one expert episode on every registered task (tabletop and navigation);
+5. write ``report.json`` / ``report.md`` with everything and print where it is.
+
+Rerunning the same command continues where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vlagym.agents.rollout import Job, run_jobs
+from vlagym.agents.collect import CollectConfig, collect
+from vlagym.agents.rollout import Job, run_jobs, video_kwargs
 from vlagym.agents.video import grid, write_video
 from vlagym.envs import ENV_IDS
-from vlagym.experiments.report import build_report, write_report
+from vlagym.experiments.report import agents_table, build_report, provenance, write_report
 
 TEST_SEED_START = 2_000_000  # train seeds start at 0, validation at 1e6, test at 2e6
 
 
 @dataclass
 class PipelineConfig:
-    """Sizes of the main job."""
+    """Sizes of the main job. The defaults fit about 20 minutes on a 2-core CPU machine."""
 
     out: str = "runs/main"
-    """Output folder (videos/, report.json, report.md)."""
-    envs: tuple[str, ...] = tuple(ENV_IDS)
-    """Environment ids to run."""
-    episodes: int = 20
-    """Expert episodes per environment."""
+    """Output folder: data/, train/, eval/, videos/, report.json, report.md."""
+    train_env: str = "vlagym/TabletopTouch-v0"
+    """The task the policy learns."""
+    policy: str = "clip"
+    """Policy to train: clip (fastest on CPU), bcz or rt1."""
+    policy_overrides: dict = field(default_factory=dict)
+    """Fields of the policy config to override."""
+    demos: int = 100
+    """Expert demonstrations to collect (train split)."""
+    image_size: int = 96
+    """Camera resolution for data, training and evaluation."""
+    train_steps: int = 1200
+    """Behavior-cloning optimizer steps."""
+    batch_size: int = 32
+    """Samples per training step."""
+    val_episodes: int = 10
+    """Validation episodes per evaluation during training (best checkpoint selection)."""
+    eval_episodes: int = 50
+    """Test episodes for the policy and the expert."""
     videos: int = 4
-    """Episodes per environment recorded as MP4 (the first ones)."""
-    seed_start: int = TEST_SEED_START
-    """First seed; episode i of every env uses seed_start + i."""
+    """Test episodes per agent recorded as MP4 (plus a grid video)."""
+    showcase_envs: tuple[str, ...] = tuple(ENV_IDS)
+    """Envs that get one recorded expert episode each (tabletop and navigation)."""
     workers: int | None = None
-    """Worker processes (default: all cores)."""
+    """Worker processes for collection and evaluation (default: all cores)."""
 
     @classmethod
     def quick(cls, **kw) -> PipelineConfig:
-        return cls(**{"episodes": 4, "videos": 2, **kw})
+        """A first look in about three minutes."""
+        return cls(**{"demos": 20, "train_steps": 150, "batch_size": 16, "val_episodes": 3, "eval_episodes": 6,
+                      "videos": 2, **kw})
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict:
+def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
+    from vlagym.experiments.evaluate import evaluate
+    from vlagym.policies.train import TrainConfig, train
+
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    seeds = {env_id: [cfg.seed_start + i for i in range(cfg.episodes)] for env_id in cfg.envs}
-    jobs = [Job(env_id, s, record=i < cfg.videos) for env_id in cfg.envs for i, s in enumerate(seeds[env_id])]
-    episodes = run_jobs(jobs, workers=cfg.workers, desc="expert episodes")
-    videos = []
-    for env_id in cfg.envs:
-        recorded = [e for e in episodes if e.env_id == env_id and e.frames]
-        name = env_id.split("/")[-1]
-        for e in recorded:
-            videos.append(str(write_video(out / "videos" / f"{name}_seed{e.seed}.mp4", e.frames)))
-        if recorded:
-            videos.append(str(write_video(out / "videos" / f"{name}_grid.mp4", grid([e.frames for e in recorded]))))
-    report = build_report({"expert": episodes}, seeds, job="pipeline", videos=videos,
-                          wall_time_s=round(time.time() - t0, 1))
+    timings = {}
+    name = cfg.train_env.split("/")[-1]
+
+    log(f"[1/5] collecting {cfg.demos} expert demonstrations of {cfg.train_env}")
+    data = out / "data" / name
+    t = time.time()
+    manifest = collect(CollectConfig(env=cfg.train_env, episodes=cfg.demos, out=str(data), workers=cfg.workers or 2,
+                                     env_kwargs={"image_size": cfg.image_size}))
+    timings["collect_s"] = round(time.time() - t, 1)
+
+    log(f"[2/5] training {cfg.policy} for {cfg.train_steps} steps")
+    run = out / "train" / f"{cfg.policy}_{name}"
+    t = time.time()
+    train_cfg = TrainConfig(data=[str(data)], policy=cfg.policy, policy_overrides=dict(cfg.policy_overrides),
+                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size,
+                            warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 3),
+                            eval_episodes=cfg.val_episodes, save_every=max(1, cfg.train_steps // 6), num_workers=1)
+    summary = train(train_cfg, resume=(run / "config.yaml").exists())
+    timings["train_s"] = round(time.time() - t, 1)
+
+    log(f"[3/5] evaluating the policy and the expert on {cfg.eval_episodes} test seeds")
+    t = time.time()
+    evaluation = evaluate(str(run), [cfg.train_env], cfg.eval_episodes, seed_start=TEST_SEED_START,
+                          workers=cfg.workers, video_dir=str(out / "videos"), videos_per_env=cfg.videos,
+                          out=str(out / "eval"))
+    timings["eval_s"] = round(time.time() - t, 1)
+
+    log(f"[4/5] recording one expert episode on each of {len(cfg.showcase_envs)} tasks")
+    t = time.time()
+    jobs = [Job(e, TEST_SEED_START, record=True, env_kwargs=tuple(video_kwargs(e).items()))
+            for e in cfg.showcase_envs]
+    showcase = run_jobs(jobs, workers=cfg.workers, desc="expert videos")
+    videos = [str(write_video(out / "videos" / f"expert_{e.env_id.split('/')[-1]}_showcase.mp4", e.frames))
+              for e in showcase]
+    videos.append(str(write_video(out / "videos" / "expert_all_tasks_grid.mp4",
+                                  grid([_square(e.frames) for e in showcase]))))
+    timings["showcase_s"] = round(time.time() - t, 1)
+
+    log("[5/5] writing the report")
+    report = {
+        "provenance": provenance(),
+        "job": "pipeline",
+        "config": asdict(cfg),
+        "dataset": {"path": str(data), **{k: manifest[k] for k in ("episodes", "frames", "dropped_failures",
+                                                                  "seed_range", "split")}},
+        "training": {**summary, "steps": cfg.train_steps, "policy": cfg.policy},
+        "agents": evaluation["agents"],
+        "showcase": build_report({"expert": showcase}, {})["agents"]["expert"],
+        "videos": evaluation["videos"] + videos,
+        "timings": {**timings, "total_s": round(time.time() - t0, 1)},
+    }
     json_path, md_path = write_report(report, out)
+    md_path.write_text(_markdown(report))
     report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "videos": str(out / "videos")}
     return report
+
+
+def _square(frames):
+    """Pad frames to the tallest/widest shape so tabletop and navigation videos tile in one grid."""
+    import numpy as np
+
+    h = max(f.shape[0] for f in frames)
+    w = max(f.shape[1] for f in frames)
+    target_h, target_w = max(h, 256), max(w, 512)
+    out = []
+    for f in frames:
+        canvas = np.zeros((target_h, target_w, 3), dtype=np.uint8)
+        canvas[: f.shape[0], : f.shape[1]] = f
+        out.append(canvas)
+    return out
+
+
+def _markdown(report: dict) -> str:
+    cfg, ds, tr = report["config"], report["dataset"], report["training"]
+    lines = [
+        "# vlagym main job",
+        "",
+        f"* data: {ds['episodes']} expert demonstrations of {cfg['train_env']} ({ds['frames']} frames, "
+        f"{ds['dropped_failures']} failed expert episodes dropped), train seeds {ds['seed_range'][0]}.."
+        f"{ds['seed_range'][1]}, {cfg['image_size']} px",
+        f"* training: {tr['policy']} for {tr['steps']} steps, final loss {tr['final_loss']}; best checkpoint at "
+        f"step {tr['best']['step']} with validation success {tr['best']['success_rate']:.0%}",
+        f"* evaluation: {cfg['eval_episodes']} test seeds from {TEST_SEED_START}, policy and expert on the same seeds",
+        f"* wall time: {report['timings']['total_s'] / 60:.1f} min ({json.dumps(report['timings'])})",
+        "",
+    ]
+    lines += agents_table(report["agents"])
+    lines += ["", "## One expert episode per task", ""] + agents_table({"expert": report["showcase"]})
+    lines += ["", "## Videos", ""] + [f"* {v}" for v in report["videos"]]
+    return "\n".join(lines) + "\n"

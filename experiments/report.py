@@ -54,14 +54,15 @@ def build_report(rows: dict[str, list[Episode]], seeds: dict[str, list[int]], **
     return report
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    lines = ["# vlagym evaluation report", ""]
-    prov = report["provenance"]
-    lines.append(f"vlagym {prov['vlagym_version']} (git {prov['git_revision']}), {prov['created']}")
-    lines += ["", "| agent | task | episodes | success | 95% CI | SPL | mean steps | final distance (m) | "
-                  "agent ms/step |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
-    for agent, block in report["agents"].items():
-        for env_id, s in list(block["per_task"].items()) + [("**overall**", block["overall"])]:
+def agents_table(agents: dict[str, Any]) -> list[str]:
+    """Markdown table rows: one per agent and task, plus each agent's overall row."""
+    lines = ["| agent | task | episodes | success | 95% CI | SPL | mean steps | final distance (m) | agent ms/step |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    for agent, block in agents.items():
+        rows = list(block["per_task"].items())
+        if len(rows) > 1:
+            rows.append(("**overall**", block["overall"]))
+        for env_id, s in rows:
             dist = "-" if s["final_distance_mean"] is None else f"{s['final_distance_mean']:.3f}"
             spl = f"{s['spl']:.3f}" if "spl" in s else "-"
             lines.append(
@@ -69,7 +70,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"[{s['success_ci95'][0]:.1%}, {s['success_ci95'][1]:.1%}] | {spl} | {s['mean_steps']:.1f} | "
                 f"{dist} | {s['agent_ms_per_step']:.2f} |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    prov = report["provenance"]
+    lines = ["# vlagym evaluation report", "",
+             f"vlagym {prov['vlagym_version']} (git {prov['git_revision']}), {prov['created']}", ""]
+    return "\n".join(lines + agents_table(report["agents"])) + "\n"
 
 
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from vlagym.agents.video import read_video
+from vlagym.envs import ENV_IDS as ALL_IDS
 from vlagym.experiments.cli import build_parser
 
-SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs"]
+SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs", "collect", "dataset", "train", "eval"]
 
 
 def vlagym(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -29,24 +30,33 @@ def test_every_subcommand_has_help():
         assert "--help" in text
 
 
-def test_pipeline_quick_writes_report_and_videos(tmp_path):
+def test_pipeline_end_to_end_tiny(tmp_path):
+    """collect -> train -> eval -> videos -> report, through the CLI, at toy sizes."""
     out = tmp_path / "run"
-    res = vlagym("pipeline", "--quick", "--out", str(out), "--env", "vlagym/TabletopTouch-v0",
-                 "--episodes", "2", "--videos", "1", "--workers", "2")
-    assert res.returncode == 0, res.stderr
+    res = vlagym("pipeline", "--quick", "--out", str(out), "--demos", "3", "--train-steps", "4",
+                 "--eval-episodes", "2", "--workers", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
     assert str(out / "report.json") in res.stdout
     report = json.loads((out / "report.json").read_text())
-    block = report["agents"]["expert"]
-    row = block["per_task"]["vlagym/TabletopTouch-v0"]
-    assert row["episodes"] == 2 and 0 <= row["success_ci95"][0] <= row["success_rate"] <= row["success_ci95"][1]
-    assert row["seeds"] == [2_000_000, 2_000_001]
-    assert report["provenance"]["vlagym_version"]
-    assert "| expert | vlagym/TabletopTouch-v0 |" in (out / "report.md").read_text()
-    videos = sorted((out / "videos").glob("*.mp4"))
-    assert [v.name for v in videos] == ["TabletopTouch-v0_grid.mp4", "TabletopTouch-v0_seed2000000.mp4"]
-    frames = read_video(videos[1])
-    assert len(frames) > 1  # decodes, and holds more than the first frame
-    assert frames[0].shape[0] >= 256
+    assert report["dataset"]["episodes"] == 3 and report["dataset"]["split"] == "train"
+    assert report["training"]["steps"] == 4 and (out / "train" / "clip_TabletopTouch-v0" / "best").is_dir()
+    for agent in ("policy", "expert"):
+        row = report["agents"][agent]["per_task"]["vlagym/TabletopTouch-v0"]
+        assert row["episodes"] == 2 and row["seeds"] == [2_000_000, 2_000_001]
+        assert 0 <= row["success_ci95"][0] <= row["success_rate"] <= row["success_ci95"][1] <= 1
+        assert row["agent_ms_per_step"] > 0 and row["mean_steps"] >= 1
+    assert report["agents"]["expert"]["per_task"]["vlagym/TabletopTouch-v0"]["success_rate"] == 1.0
+    # Evaluation seeds never overlap training seeds.
+    assert report["dataset"]["seed_range"][1] < 2_000_000
+    showcase = report["showcase"]["per_task"]
+    assert set(showcase) == set(ALL_IDS) and "spl" in showcase["vlagym/NavObjectGoal-v0"]
+    md = (out / "report.md").read_text()
+    assert "| policy | vlagym/TabletopTouch-v0 |" in md and "| expert | vlagym/NavMultiStep-v0 |" in md
+    frames = read_video(out / "videos" / "policy_TabletopTouch-v0_seed2000000.mp4")
+    assert len(frames) > 1 and frames[0].shape[0] >= 256
+    nav = read_video(out / "videos" / "expert_NavObjectGoal-v0_showcase.mp4")
+    assert nav[0].shape[1] == 2 * nav[0].shape[0]  # the top-down map beside the camera view
+    assert (out / "videos" / "expert_all_tasks_grid.mp4").exists()
 
 
 def test_expert_eval_exit_codes(tmp_path):
