@@ -151,7 +151,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                 (kept if success else failed).add(seed)
                 bar.n = min(len(kept), cfg.episodes)
                 bar.refresh()
-                bar.set_postfix(kept=len(kept), dropped=len(failed))
+                bar.set_postfix(kept=min(len(kept), cfg.episodes), dropped=len(failed))
     bar.close()
 
     # The dataset is the first N successful seeds: drop any extra a worker finished late.

@@ -137,10 +137,15 @@ def test_lighting_changes_image_not_state():
 
 
 def test_async_vector_env():
-    envs = gym.vector.AsyncVectorEnv([lambda: gym.make("vlagym/TabletopTouch-v0", image_size=32)] * 2)
+    # Gymnasium's shared-memory path snapshots Text observations once (they read back as "aaaa...");
+    # shared_memory=False sends real instructions, as the README says.
+    envs = gym.vector.AsyncVectorEnv([lambda: gym.make("vlagym/TabletopTouch-v0", image_size=32)] * 2,
+                                     shared_memory=False)
     try:
         obs, infos = envs.reset(seed=[0, 1])
         assert obs["rgb"].shape == (2, 32, 32, 3)
+        single = gym.make("vlagym/TabletopTouch-v0", image_size=32)
+        assert list(obs["instruction"]) == [single.reset(seed=s)[0]["instruction"] for s in (0, 1)]
         obs, rew, term, trunc, infos = envs.step(np.zeros((2, 5), np.float32))
         assert rew.shape == (2,)
     finally:
