@@ -51,7 +51,9 @@ class DiffDriveRobot(Robot):
         hfov: horizontal field of view of the camera, degrees.
     """
 
-    proprio_space = spaces.Box(-np.inf, np.inf, (6,), np.float32)
+    # Scenes span at most ~20 m; discrete steps move 2.5 m/s and turn 2.6 rad/s at most.
+    proprio_space = spaces.Box(np.array([-50, -50, -1, -1, -5, -5], np.float32),
+                               np.array([50, 50, 1, 1, 5, 5], np.float32), dtype=np.float32)
 
     def __init__(
         self, action_mode: str = "discrete", image_size: tuple[int, int] = (128, 128), hfov: float = 90.0
