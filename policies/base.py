@@ -13,6 +13,7 @@ Batch format (from ``vlagym.policies.data.DemoWindows`` and a default collate):
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import logging
@@ -189,7 +190,7 @@ class _Frame:
     instruction: str
 
 
-class Policy(nn.Module):
+class Policy(nn.Module, abc.ABC):
     """Base class: observation checks, action queue, stats, save/load. Subclasses implement
     ``loss(batch)``, ``predict(batch)`` and ``_plan(frame)``."""
 
@@ -236,17 +237,17 @@ class Policy(nn.Module):
             self._queue.extend(chunk[: self.config.n_action_steps].float().cpu().numpy())
         return self._queue.popleft().astype(np.float32)
 
+    @abc.abstractmethod
     def _plan(self, frame: _Frame) -> torch.Tensor:
         """Predict the action chunk ``(horizon, A)`` in env units from the current frame."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         """Batched inference on a window batch -> ``(B, horizon, A)`` actions in env units."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss on a window batch -> (scalar loss, floats to log)."""
-        raise NotImplementedError
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(batch)
