@@ -111,7 +111,7 @@ def cmd_bench(args) -> int:
 def cmd_collect(args) -> int:
     from vlagym.agents.collect import CollectConfig, collect
 
-    kwargs = {"image_size": args.image_size}
+    kwargs = {"image_size": args.image_size, **_kwargs(args.kwargs)}
     if args.wrist_camera:
         kwargs["wrist_camera"] = True
     cfg = CollectConfig(env=_env_ids([args.env])[0], episodes=args.episodes, out=args.out, workers=args.workers,
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise on expert actions")
     s.add_argument("--image-size", type=int, default=128, help="camera resolution")
     s.add_argument("--wrist-camera", action="store_true", help="also record rgb_wrist")
+    s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="more env keyword arguments, e.g. action_mode=continuous")
     s.add_argument("--shard-size", type=int, default=50, help="episodes per HDF5 shard")
     s.set_defaults(func=cmd_collect)
 
