@@ -71,13 +71,24 @@ def cmd_expert_eval(args) -> int:
 def cmd_record(args) -> int:
     import gymnasium as gym
 
-    from vlagym.agents.rollout import run_episode
+    from vlagym.agents.rollout import run_episode, video_kwargs
     from vlagym.agents.video import write_video
 
-    env = gym.make(_env_ids([args.env])[0], image_size=args.image_size)
-    ep = run_episode(env, args.seed, lambda e: e.unwrapped.task.expert(noise=args.noise), record=True)
+    env_id = _env_ids([args.env])[0]
+    kwargs = {"image_size": args.image_size, **video_kwargs(env_id)}
+    if args.policy:
+        from vlagym.agents.policy_agent import PolicyAgent, policy_env_kwargs
+
+        agent = PolicyAgent.load(args.policy)
+        kwargs.update(policy_env_kwargs(args.policy))  # the env the policy was trained on
+        make_agent = lambda e: agent  # noqa: E731
+    else:
+        make_agent = lambda e: e.unwrapped.task.expert(noise=args.noise)  # noqa: E731
+    env = gym.make(env_id, **kwargs)
+    ep = run_episode(env, args.seed, make_agent, record=True)
     path = write_video(args.out, ep.frames)
-    print(f"{ep.instruction!r}: {'success' if ep.success else 'failure'} in {ep.steps} steps -> {path}")
+    who = args.policy or "expert"
+    print(f"{who} on {ep.instruction!r}: {'success' if ep.success else 'failure'} in {ep.steps} steps -> {path}")
     return 0
 
 
@@ -238,13 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
     s.set_defaults(func=cmd_expert_eval)
 
-    s = sub.add_parser("record", formatter_class=fmt, help="record one expert rollout to MP4 or GIF",
-                       description="Roll out the scripted expert on one seed and write an annotated video "
-                                   "(the suffix picks the format: .mp4 or .gif).")
+    s = sub.add_parser("record", formatter_class=fmt, help="record one rollout (policy or expert) to MP4 or GIF",
+                       description="Roll out a trained policy (--policy) or the scripted expert on one seed and "
+                                   "write an annotated video (the suffix picks the format: .mp4 or .gif).")
     s.add_argument("--env", required=True, help="env id, e.g. vlagym/TabletopPickUp-v0")
+    s.add_argument("--policy", default=None, help="policy or training run folder (default: the scripted expert)")
     s.add_argument("--seed", type=int, default=TEST_SEED_START, help="episode seed")
     s.add_argument("--noise", type=float, default=0.0, help="expert action noise")
-    s.add_argument("--image-size", type=int, default=128, help="camera resolution")
+    s.add_argument("--image-size", type=int, default=128, help="camera resolution (a policy's own wins)")
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
     s.set_defaults(func=cmd_record)
 

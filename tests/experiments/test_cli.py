@@ -57,6 +57,12 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     nav = read_video(out / "videos" / "expert_NavObjectGoal-v0_showcase.mp4")
     assert nav[0].shape[1] == 2 * nav[0].shape[0]  # the top-down map beside the camera view
     assert (out / "videos" / "expert_all_tasks_grid.mp4").exists()
+    # The trained policy records a single rollout too, on the env it was trained on (96 px).
+    gif = tmp_path / "policy.gif"
+    res = vlagym("record", "--policy", str(out / "train" / "clip_TabletopTouch-v0"), "--env",
+                 "vlagym/TabletopTouch-v0", "--out", str(gif))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(read_video(gif)) > 1
 
 
 def test_expert_eval_exit_codes(tmp_path):
