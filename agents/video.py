@@ -57,11 +57,16 @@ def write_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 10
 
 
 def grid(frames_per_episode: list[list[np.ndarray]], cols: int = 4) -> list[np.ndarray]:
-    """Tile several episodes' frames into one video; finished episodes hold their last frame."""
+    """Tile several episodes' frames into one video; finished episodes hold their last frame.
+
+    Tiles take the largest frame size among the episodes (tabletop and navigation videos mix);
+    smaller frames sit in the top-left corner of their tile.
+    """
     if not frames_per_episode:
         raise ValueError("grid() needs at least one episode")
     length = max(len(f) for f in frames_per_episode)
-    h, w, _ = frames_per_episode[0][0].shape
+    h = max(ep[0].shape[0] for ep in frames_per_episode)
+    w = max(ep[0].shape[1] for ep in frames_per_episode)
     cols = min(cols, len(frames_per_episode))
     rows = -(-len(frames_per_episode) // cols)
     out = []
@@ -69,7 +74,8 @@ def grid(frames_per_episode: list[list[np.ndarray]], cols: int = 4) -> list[np.n
         canvas = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
         for i, ep in enumerate(frames_per_episode):
             r, c = divmod(i, cols)
-            canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = ep[min(t, len(ep) - 1)]
+            frame = ep[min(t, len(ep) - 1)]
+            canvas[r * h:r * h + frame.shape[0], c * w:c * w + frame.shape[1]] = frame
         out.append(canvas)
     return out
 

@@ -105,7 +105,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     videos = [str(write_video(out / "videos" / f"expert_{e.env_id.split('/')[-1]}_showcase.mp4", e.frames))
               for e in showcase]
     videos.append(str(write_video(out / "videos" / "expert_all_tasks_grid.mp4",
-                                  grid([_square(e.frames) for e in showcase]))))
+                                  grid([e.frames for e in showcase]))))
     timings["showcase_s"] = round(time.time() - t, 1)
 
     log("[5/5] writing the report")
@@ -125,21 +125,6 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     md_path.write_text(_markdown(report))
     report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "videos": str(out / "videos")}
     return report
-
-
-def _square(frames):
-    """Pad frames to the tallest/widest shape so tabletop and navigation videos tile in one grid."""
-    import numpy as np
-
-    h = max(f.shape[0] for f in frames)
-    w = max(f.shape[1] for f in frames)
-    target_h, target_w = max(h, 256), max(w, 512)
-    out = []
-    for f in frames:
-        canvas = np.zeros((target_h, target_w, 3), dtype=np.uint8)
-        canvas[: f.shape[0], : f.shape[1]] = f
-        out.append(canvas)
-    return out
 
 
 def _markdown(report: dict) -> str:

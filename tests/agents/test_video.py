@@ -1,0 +1,34 @@
+"""Rollout videos: captions, grids of mixed sizes, atomic writes that decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vlagym.agents.video import annotate, grid, read_video, write_video
+
+
+def test_annotate_upscales_and_draws():
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    out = annotate(frame, "pick up the red cube", 3, "success")
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert (out[:10] != 128).any() and (out[-10:] != 128).any()  # caption bands top and bottom
+
+
+def test_grid_mixes_sizes_and_holds_last_frame():
+    short = [np.full((4, 4, 3), 1, np.uint8)] * 3
+    wide = [np.full((4, 8, 3), 2, np.uint8)] * 2
+    frames = grid([short, wide], cols=2)
+    assert len(frames) == 3 and frames[0].shape == (4, 16, 3)
+    assert frames[-1][0, :4, 0].tolist() == [1] * 4 and frames[-1][0, 8:, 0].tolist() == [2] * 8
+    with pytest.raises(ValueError, match="at least one episode"):
+        grid([])
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "gif"])
+def test_write_is_atomic_and_decodes(tmp_path, suffix):
+    frames = [np.full((32, 32, 3), i * 20, np.uint8) for i in range(5)]
+    path = write_video(tmp_path / f"v.{suffix}", frames)
+    assert [p.name for p in tmp_path.iterdir()] == [f"v.{suffix}"]  # no temporary file left behind
+    back = read_video(path)
+    assert len(back) == 5 and back[0].shape == (32, 32, 3)
