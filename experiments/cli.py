@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
     s.set_defaults(func=cmd_record)
 
-    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data)",
+    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data, policy)",
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
                                    "size, beside raw PyBullet rendering of the same scene without the robot. "
                                    "'data': loader samples/s over a dataset with worker processes.")
