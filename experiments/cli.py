@@ -209,6 +209,53 @@ def cmd_envs(args) -> int:
     return 0
 
 
+def cmd_regress(args) -> int:
+    from vlagym import testing
+
+    if args.action == "record-golden":
+        env_id = _env_ids([args.env])[0]
+        kwargs = {"image_size": args.image_size, **_kwargs(args.kwargs)}
+        testing.record_golden(env_id, args.seeds, args.steps, args.out, env_kwargs=kwargs)
+        print(f"golden rollout of {env_id} (seeds {args.seeds}, {args.steps} steps) -> {args.out}")
+        return 0
+    if args.action == "check-golden":
+        failed = 0
+        for path in args.files:
+            try:
+                testing.check_golden(path)
+                print(f"ok     {path}")
+            except testing.EnvContractError as e:
+                failed += 1
+                print(f"DRIFT  {e}")
+        return 1 if failed else 0
+    if args.action == "compare":
+        reports = [json.loads(Path(p).read_text()) for p in (args.baseline, args.candidate)]
+        try:
+            result = testing.compare_reports(*reports, alpha=args.alpha, agent=args.agent,
+                                             allow_version_mismatch=args.allow_version_mismatch)
+        except testing.ReportMismatch as e:
+            print(f"vlagym regress compare: refused: {e}", file=sys.stderr)
+            return 2
+        print(result.table())
+        if result.regressed:
+            print(f"regressed: {', '.join(result.regressed)}")
+            return 1
+        print("no task regressed")
+        return 0
+    from vlagym.agents.stats import wilson_interval
+    from vlagym.experiments.evaluate import evaluate
+
+    env_id = _env_ids([args.env])[0]
+    report = evaluate(args.policy, [env_id], args.episodes, seed_start=args.seed_start, workers=args.workers,
+                      expert=False)
+    s = report["agents"]["policy"]["per_task"][env_id]
+    low = wilson_interval(s["successes"], s["episodes"])[0]
+    verdict = "ok" if low >= args.min_success else "FAIL"
+    print(f"{verdict}: {env_id} success {s['successes']}/{s['episodes']}, 95% Wilson lower bound {low:.3f} "
+          f"{'>=' if low >= args.min_success else '<'} --min-success {args.min_success}")
+    return 0 if low >= args.min_success else 1
+
+
 # --- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -330,6 +377,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-expert", action="store_true", help="skip the expert row")
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("regress", formatter_class=fmt, help="regression checks (golden rollouts, reports, policies)",
+                       description="'record-golden'/'check-golden': pin and replay a fixed-action rollout as "
+                                   "per-step observation hashes. 'compare': per-task one-sided Fisher exact test "
+                                   "of a candidate report against a baseline (exit 1 on regression, 2 if the "
+                                   "reports cannot be compared). 'check': evaluate a policy and exit 1 when the "
+                                   "95%% Wilson lower bound of its success is below --min-success.")
+    rsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = rsub.add_parser("record-golden", formatter_class=fmt, help="record a golden rollout file")
+    r.add_argument("--env", required=True, help="env id")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="episode seeds")
+    r.add_argument("--steps", type=int, default=10, help="fixed actions per seed")
+    r.add_argument("--image-size", type=int, default=32, help="camera resolution")
+    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE", help="more env keyword arguments")
+    r.add_argument("--out", required=True, help="golden JSON file")
+    r = rsub.add_parser("check-golden", help="replay golden files; exit 1 on drift")
+    r.add_argument("files", nargs="+", help="golden JSON files")
+    r = rsub.add_parser("compare", formatter_class=fmt, help="compare two eval reports task by task")
+    r.add_argument("--baseline", required=True, help="baseline report.json")
+    r.add_argument("--candidate", required=True, help="candidate report.json")
+    r.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    r.add_argument("--agent", default="policy", help="agent row to compare")
+    r.add_argument("--allow-version-mismatch", action="store_true", help="compare across vlagym versions")
+    r = rsub.add_parser("check", formatter_class=fmt, help="evaluate a policy against a success bar")
+    r.add_argument("--policy", required=True, help="policy folder or training run folder")
+    r.add_argument("--env", required=True, help="env id")
+    r.add_argument("--min-success", type=float, required=True, help="bar for the 95%% Wilson lower bound")
+    r.add_argument("--episodes", type=int, default=100, help="test episodes")
+    r.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
+    r.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.set_defaults(func=cmd_regress)
 
     s = sub.add_parser("envs", help="list registered environment ids", description="List registered ids.")
     s.set_defaults(func=cmd_envs)
