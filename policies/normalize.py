@@ -45,6 +45,12 @@ class ActionCodec(nn.Module):
         gripper_threshold: a gripper value >= this counts as "closed" (target 1).
     """
 
+    @classmethod
+    def from_config(cls, cfg) -> ActionCodec:
+        """The codec a policy config describes (its action stats, bounds and gripper dimensions)."""
+        return cls(cfg.stats["actions"], list(cfg.action_low), list(cfg.action_high), cfg.gripper_dims,
+                   cfg.gripper_threshold)
+
     def __init__(
         self,
         stats: dict[str, list[float]],

@@ -31,13 +31,7 @@ class BCZPolicy(Policy):
         self.text = text_encoder_from_config(cfg)
         self.backbone = FiLMResNet18(self.text.dim, cfg.pretrained_backbone if load_pretrained else None)
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
-        self.codec = ActionCodec(
-            cfg.stats["actions"],
-            list(cfg.action_low),
-            list(cfg.action_high),
-            cfg.gripper_dims,
-            cfg.gripper_threshold,
-        )
+        self.codec = ActionCodec.from_config(cfg)
         in_dim = self.backbone.out_channels + (cfg.proprio_dim if cfg.use_proprio else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
         self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)

@@ -100,13 +100,7 @@ class CLIPPolicy(Policy):
                     f"image_size {cfg.image_size} is not a multiple of {cfg.clip_model}'s patch size {patch}"
                 )
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
-        self.codec = ActionCodec(
-            cfg.stats["actions"],
-            list(cfg.action_low),
-            list(cfg.action_high),
-            cfg.gripper_dims,
-            cfg.gripper_threshold,
-        )
+        self.codec = ActionCodec.from_config(cfg)
         embed_dim = int(visual.output_dim)  # open_clip gives both towers' projections this width
         out_dim = self.codec.num_continuous + self.codec.num_gripper
         p = cfg.proprio_dim if cfg.use_proprio else 0

@@ -77,13 +77,7 @@ class RT1Policy(Policy):
             layer, cfg.num_layers, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False
         )
         self.head = nn.Linear(cfg.d_model, cfg.num_bins)
-        self.codec = ActionCodec(
-            cfg.stats["actions"],
-            list(cfg.action_low),
-            list(cfg.action_high),
-            cfg.gripper_dims,
-            cfg.gripper_threshold,
-        )
+        self.codec = ActionCodec.from_config(cfg)
         self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
         self._tokens: deque[torch.Tensor] = deque(maxlen=cfg.history)
         self._cond: torch.Tensor | None = None
