@@ -7,39 +7,34 @@ import gymnasium as gym
 from vlagym.envs.nav.tasks import TASKS as NAV_TASKS
 from vlagym.envs.tabletop.tasks import TASKS as TABLETOP_TASKS
 
-# Registered id suffix -> tabletop task name.
+# Registered id suffix -> task name, per env family.
 _TABLETOP_IDS = {"Touch": "touch", "PickUp": "pick_up", "Place": "place", "Push": "push", "Stack": "stack"}
-
-# Registered id suffix -> navigation task name.
 _NAV_IDS = {"ObjectGoal": "object_goal", "RelationalGoal": "relational_goal", "MultiStep": "multi_step"}
+# (id prefix, suffix -> task, the family's task classes, entry point)
+_FAMILIES = (
+    ("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS, "vlagym.envs.tabletop.env:TabletopEnv"),
+    ("Nav", _NAV_IDS, NAV_TASKS, "vlagym.envs.nav.env:NavEnv"),
+)
 
-TABLETOP_IDS: list[str] = [f"vlagym/Tabletop{k}-v0" for k, t in _TABLETOP_IDS.items() if t in TABLETOP_TASKS]
-NAV_IDS: list[str] = [f"vlagym/Nav{k}-v0" for k in _NAV_IDS]
+
+def _ids(prefix: str, names: dict[str, str], tasks: dict) -> list[str]:
+    return [f"vlagym/{prefix}{suffix}-v0" for suffix, task in names.items() if task in tasks]
+
+
+TABLETOP_IDS: list[str] = _ids("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS)
+NAV_IDS: list[str] = _ids("Nav", _NAV_IDS, NAV_TASKS)
 ENV_IDS: list[str] = TABLETOP_IDS + NAV_IDS
 
 
 def register_envs() -> None:
     """Register all ids with Gymnasium; safe to call more than once."""
-    for suffix, task in _TABLETOP_IDS.items():
-        env_id = f"vlagym/Tabletop{suffix}-v0"
-        if task not in TABLETOP_TASKS or env_id in gym.registry:
-            continue
-        gym.register(
-            id=env_id,
-            entry_point="vlagym.envs.tabletop.env:TabletopEnv",
-            kwargs={"task": task},
-            max_episode_steps=TABLETOP_TASKS[task].max_steps,
-        )
-    for suffix, task in _NAV_IDS.items():
-        env_id = f"vlagym/Nav{suffix}-v0"
-        if env_id in gym.registry:
-            continue
-        gym.register(
-            id=env_id,
-            entry_point="vlagym.envs.nav.env:NavEnv",
-            kwargs={"task": task},
-            max_episode_steps=NAV_TASKS[task].max_steps,
-        )
+    for prefix, names, tasks, entry_point in _FAMILIES:
+        for suffix, task in names.items():
+            env_id = f"vlagym/{prefix}{suffix}-v0"
+            if task not in tasks or env_id in gym.registry:
+                continue
+            gym.register(id=env_id, entry_point=entry_point, kwargs={"task": task},
+                         max_episode_steps=tasks[task].max_steps)
 
 
 def check_env_id(env_id: str) -> str:
