@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_helpers import VARIANTS, observation, synthetic_batch, tiny_policy  # noqa: E402
 
-ARTIFACT = Path(__file__).parent / "artifacts" / "policy_regression.safetensors"
+# Test fixtures that are tensors live in assets/ with the other binary files.
+ARTIFACT = Path(__file__).resolve().parents[2] / "assets" / "regression" / "policy_regression.safetensors"
 
 
 def compute(variant: str) -> dict[str, torch.Tensor]:
