@@ -208,31 +208,92 @@ def _load_file(path: str) -> dict[str, torch.Tensor]:
 
 # --- FiLM-ResNet-18 (BC-Z's image encoder) ------------------------------------------------------------------
 class FiLMResNet18(nn.Module):
-    """torchvision ResNet-18 (no weights downloaded) with FiLM after each of its four stages.
+    """ResNet-18 (torchvision's blocks, no weights downloaded) with FiLM after each of its four stages.
 
     Args:
         cond_dim: size of the conditioning embedding.
-        pretrained: ``None`` or a path to a torchvision ResNet-18 state dict.
+        pretrained: ``None`` or a path to a torchvision ResNet-18 state dict (``width=64`` only).
+        output_stride: 32 (torchvision's) or 16 (the last stage does not downsample: a finer feature
+            map for spatial softmax at small image sizes, at about 1.4x the compute).
+        width: channels of the first stage (64 is torchvision's ResNet-18; the stages have width x
+            1, 2, 4, 8). 32 or 16 keep the topology at a quarter or a sixteenth of the compute and weights,
+            for CPU training and small checkpoints.
 
-    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 512, H/32, W/32)``.
+    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 8 * width, H/s, W/s)``.
     """
 
-    out_channels = 512
-
-    def __init__(self, cond_dim: int, pretrained: str | None = None) -> None:
+    def __init__(
+        self, cond_dim: int, pretrained: str | None = None, output_stride: int = 32, width: int = 64
+    ) -> None:
         super().__init__()
         from torchvision.models import resnet18
+        from torchvision.models.resnet import BasicBlock
 
-        net = resnet18(weights=None)
-        if pretrained:
-            load_state_dict_checked(net, _load_file(pretrained), pretrained)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in (64, 128, 256, 512))
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {output_stride!r}")
+        if width < 4:
+            raise ValueError(f"width must be >= 4, got {width!r}")
+        if pretrained and width != 64:
+            raise ValueError(f"pretrained ResNet-18 weights need width=64, got width={width}")
+        widths = [width * m for m in (1, 2, 4, 8)]
+        if width == 64:
+            net = resnet18(weights=None)
+            if pretrained:
+                load_state_dict_checked(net, _load_file(pretrained), pretrained)
+            stem = [net.conv1, net.bn1, net.relu, net.maxpool]
+            stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+        else:
+            stem = [nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                    nn.MaxPool2d(3, 2, 1)]
+            stages, cin = [], width
+            for i, c in enumerate(widths):
+                stride = 1 if i == 0 else 2
+                down = None
+                if stride != 1 or cin != c:
+                    down = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+                stages.append(nn.Sequential(BasicBlock(cin, c, stride, down), BasicBlock(c, c)))
+                cin = c
+        if output_stride == 16:  # the last stage keeps its input resolution (same weights, finer map)
+            stages[3][0].conv1.stride = (1, 1)
+            stages[3][0].downsample[0].stride = (1, 1)
+        self.stem = nn.Sequential(*stem)
+        self.stages = nn.ModuleList(stages)
+        self.films = nn.ModuleList(FiLM(cond_dim, c) for c in widths)
         self.normalize = ImageNormalize()
+        self.out_channels = widths[-1]
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.normalize(images))
         for stage, film in zip(self.stages, self.films, strict=True):
             x = film(stage(x), cond)
         return x
+
+
+# --- spatial softmax ----------------------------------------------------------------------------------------
+class SpatialSoftmax(nn.Module):
+    """Spatial soft-argmax keypoints (Levine et al. 2016, as robomimic uses it): a 1x1 conv makes
+    ``num_keypoints`` maps, a softmax over positions (learned temperature) turns each into a
+    distribution, and its expected (x, y) in [-1, 1] is the keypoint.
+
+    ``(N, C, H, W) -> (N, 2 * num_keypoints)``. Unlike average pooling it hands the next layer
+    *where* a feature is, which a from-scratch network otherwise has to learn from padding.
+    """
+
+    def __init__(self, in_channels: int, num_keypoints: int = 32) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, num_keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.out_dim = 2 * num_keypoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        maps = self.proj(x).flatten(2) / self.log_temperature.exp()  # (N, K, HW)
+        attn = maps.softmax(dim=-1)
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1, 1, h, device=x.device, dtype=attn.dtype),
+            torch.linspace(-1, 1, w, device=x.device, dtype=attn.dtype),
+            indexing="ij",
+        )
+        kx = (attn * xs.reshape(1, 1, -1)).sum(-1)
+        ky = (attn * ys.reshape(1, 1, -1)).sum(-1)
+        return torch.stack([kx, ky], dim=-1).flatten(1)

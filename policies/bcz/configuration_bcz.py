@@ -26,6 +26,16 @@ class BCZConfig(LanguageConditionedConfig):
     """Future actions predicted per step (the paper's 10)."""
     pretrained_backbone: str | None = None
     """None (random init) or a path to a torchvision ResNet-18 state dict."""
+    backbone_width: int = 64
+    """Channels of ResNet-18's first stage (64: the standard network, which ``pretrained_backbone``
+    needs; 32 or 16: the same topology at about 1/4 or 1/16 of the compute, for CPU budgets)."""
+    pool: str = "avg"
+    """How the feature map becomes a vector: "avg" (the paper's global average pooling) or
+    "spatial_softmax" (keypoint coordinates; learns object positions from far fewer steps)."""
+    num_keypoints: int = 32
+    """Keypoints of the spatial softmax."""
+    output_stride: int = 32
+    """ResNet-18's output stride: 32, or 16 for a finer map (a 6x6 map at 96 px instead of 3x3)."""
     hidden_dim: int = 256
     """Width of the MLP trunk and heads."""
     num_hidden_layers: int = 2
@@ -46,7 +56,13 @@ class BCZConfig(LanguageConditionedConfig):
         p = self.pretrained_backbone
         if p is not None and not Path(p).exists():
             raise _bad(self, "pretrained_backbone", "must be None or an existing file")
-        for name in ("hidden_dim", "num_hidden_layers"):
+        if self.pool not in ("avg", "spatial_softmax"):
+            raise _bad(self, "pool", "must be 'avg' or 'spatial_softmax'")
+        if self.output_stride not in (16, 32):
+            raise _bad(self, "output_stride", "must be 16 or 32")
+        if p is not None and self.backbone_width != 64:
+            raise _bad(self, "backbone_width", "must be 64 with a pretrained_backbone")
+        for name in ("hidden_dim", "num_hidden_layers", "num_keypoints", "backbone_width"):
             if getattr(self, name) < 1:
                 raise _bad(self, name, "must be >= 1")
         if self.huber_delta <= 0:

@@ -1,7 +1,8 @@
 """BC-Z: one image and an instruction to a chunk of future actions.
 
 The image passes through a ResNet-18 whose four stages are FiLM-conditioned on the instruction
-embedding; average-pooled features, concatenated with normalised proprioception, feed an MLP
+embedding; average-pooled features (or spatial-softmax keypoints, ``pool="spatial_softmax"``),
+concatenated with normalised proprioception, feed an MLP
 trunk with two heads: continuous action dimensions (z-scores, Huber loss) and gripper logits
 (BCE), each for ``horizon`` future steps.
 """
@@ -16,7 +17,7 @@ from torch import nn
 from vlagym.policies.base import Policy, _Frame, mlp, text_encoder_from_config
 from vlagym.policies.bcz.configuration_bcz import BCZConfig
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
-from vlagym.policies.vision import FiLMResNet18
+from vlagym.policies.vision import FiLMResNet18, SpatialSoftmax
 
 
 class BCZPolicy(Policy):
@@ -29,10 +30,17 @@ class BCZPolicy(Policy):
         super().__init__(config)
         cfg = config
         self.text = text_encoder_from_config(cfg)
-        self.backbone = FiLMResNet18(self.text.dim, cfg.pretrained_backbone if load_pretrained else None)
+        self.backbone = FiLMResNet18(
+            self.text.dim, cfg.pretrained_backbone if load_pretrained else None, cfg.output_stride, cfg.backbone_width
+        )
+        if cfg.pool == "spatial_softmax":
+            self.pool = SpatialSoftmax(self.backbone.out_channels, cfg.num_keypoints)
+            feat_dim = self.pool.out_dim
+        else:
+            self.pool, feat_dim = None, self.backbone.out_channels
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
         self.codec = ActionCodec.from_config(cfg)
-        in_dim = self.backbone.out_channels + (cfg.proprio_dim if cfg.use_proprio else 0)
+        in_dim = feat_dim + (cfg.proprio_dim if cfg.use_proprio else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
         self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
         ng = self.codec.num_gripper
@@ -44,7 +52,8 @@ class BCZPolicy(Policy):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, 3, H, W)``, raw ``(B, P)`` proprio, ``(B, D)`` instruction embedding ->
         continuous z-scores ``(B, horizon, Ac)`` and gripper logits ``(B, horizon, Ag)``."""
-        feats = self.backbone(images, cond).mean(dim=(2, 3))
+        fmap = self.backbone(images, cond)
+        feats = fmap.mean(dim=(2, 3)) if self.pool is None else self.pool(fmap)
         if self.config.use_proprio:
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
         h = self.trunk(feats)

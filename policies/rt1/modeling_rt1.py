@@ -12,6 +12,7 @@ At inference the tokens of past frames are cached, so each ``act`` encodes one n
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -60,6 +61,11 @@ class RT1Policy(Policy):
         )
         self.proj = nn.Conv2d(self.backbone.out_channels, cfg.d_model, kernel_size=1)
         self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_image, cfg.token_learner_hidden)
+        self.map_pos = None
+        if cfg.map_pos_embedding:
+            h, w = (math.ceil(s / 32) for s in cfg.image_size)  # the backbone's output stride
+            self.map_pos = nn.Parameter(torch.zeros(1, cfg.d_model, h, w))
+            nn.init.trunc_normal_(self.map_pos, std=0.02)
         self.num_image_tokens = cfg.history * cfg.tokens_per_image
         seq = self.num_image_tokens + cfg.action_dim
         self.pos_embedding = nn.Parameter(torch.zeros(1, seq, cfg.d_model))
@@ -85,7 +91,10 @@ class RT1Policy(Policy):
     # --- network --------------------------------------------------------------------------------------------
     def tokenize(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, H, W)`` images, ``(N, D)`` instruction embeddings -> ``(N, S, d_model)`` tokens."""
-        return self.token_learner(self.proj(self.backbone(images, cond)))
+        fmap = self.proj(self.backbone(images, cond))
+        if self.map_pos is not None:
+            fmap = fmap + self.map_pos
+        return self.token_learner(fmap)
 
     def action_logits(self, tokens: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
         """``(B, T, S, d)`` image tokens and bool ``(B, T)`` real-frame mask -> ``(B, A, num_bins)``.

