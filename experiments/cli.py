@@ -200,6 +200,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_data_efficiency(args) -> int:
+    from vlagym.experiments.efficiency import run_efficiency, to_markdown
+
+    summary = run_efficiency(args.config, args.overrides, args.demos, args.episodes, args.out,
+                             seed_start=args.seed_start, workers=args.workers)
+    print(to_markdown(summary))
+    print(f"plot: {Path(args.out) / 'efficiency.png'}; table: {Path(args.out) / 'efficiency.md'}")
+    return 0
+
+
 def cmd_envs(args) -> int:
     import gymnasium as gym
 
@@ -377,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-expert", action="store_true", help="skip the expert row")
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("data-efficiency", formatter_class=fmt, help="success against the number of demonstrations",
+                       description="Train the same config on the first N demos for each N, evaluate each best "
+                                   "checkpoint on the same test seeds, and plot success (95%% Wilson CI) against "
+                                   "N. Rerunning resumes.")
+    s.add_argument("--config", default=None, help="training YAML config (its data must hold max(--demos) demos)")
+    s.add_argument("--demos", type=int, nargs="+", default=[25, 50, 100, 200], help="demonstration counts")
+    s.add_argument("--episodes", type=int, default=100, help="test episodes per count")
+    s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first test seed")
+    s.add_argument("--workers", type=int, default=None, help="evaluation worker processes (default: all cores)")
+    s.add_argument("--out", required=True, help="output folder (one run per count, efficiency.json/.md/.png)")
+    s.add_argument("overrides", nargs="*", help="key=value training overrides (as for vlagym train)")
+    s.set_defaults(func=cmd_data_efficiency)
 
     s = sub.add_parser("regress", formatter_class=fmt, help="regression checks (golden rollouts, reports, policies)",
                        description="'record-golden'/'check-golden': pin and replay a fixed-action rollout as "
