@@ -55,6 +55,9 @@ class PolicyConfig:
     """Camera resolution (height, width). Must equal the env's: images are never resized."""
     image_key: str = "rgb"
     """Observation key of the camera the policy reads."""
+    extra_image_keys: tuple[str, ...] = ()
+    """More cameras of the same size, e.g. ``("rgb_wrist",)`` with the env's ``wrist_camera=True``
+    (BC-Z encodes each camera separately and joins the features; RT-1 and CLIP read one camera)."""
     proprio_dim: int = 6
     """Length of ``obs["proprio"]``."""
     action_dim: int = 5
@@ -93,6 +96,10 @@ class PolicyConfig:
                 raise _bad(self, name, "must be a positive integer")
         if self.n_action_steps > self.horizon:
             raise _bad(self, "n_action_steps", f"must be <= horizon ({self.horizon})")
+        self.extra_image_keys = tuple(self.extra_image_keys)
+        keys = (self.image_key, *self.extra_image_keys)
+        if len(set(keys)) != len(keys):
+            raise _bad(self, "extra_image_keys", f"must not repeat a camera (image_key is {self.image_key!r})")
         a = self.action_dim
         self.action_low = tuple(
             float(v) for v in (self.action_low if self.action_low is not None else [-1.0] * a)
@@ -188,6 +195,7 @@ class _Frame:
     image: torch.Tensor  # uint8 (3, H, W)
     proprio: torch.Tensor  # float32 (P,)
     instruction: str
+    extra_images: tuple[torch.Tensor, ...] = ()  # config.extra_image_keys, each uint8 (3, H, W)
 
 
 class Policy(nn.Module, abc.ABC):
@@ -257,19 +265,10 @@ class Policy(nn.Module, abc.ABC):
         cfg = self.config
         if not hasattr(obs, "keys"):
             raise TypeError(f"{self.name}.act expects an observation dict, got {type(obs).__name__}")
-        missing = [k for k in (cfg.image_key, "instruction", "proprio") if k not in obs]
+        missing = [k for k in (*self.image_keys(), "instruction", "proprio") if k not in obs]
         if missing:
             raise KeyError(f"{self.name}.act: observation lacks {missing}; it has {sorted(obs.keys())}")
-        image = np.asarray(obs[cfg.image_key])
-        want = (*cfg.image_size, 3)
-        if image.shape != want:
-            raise ValueError(
-                f"{self.name}.act: obs[{cfg.image_key!r}] has shape {image.shape}, expected {want} "
-                f"(config.image_size={cfg.image_size}); make the env with image_size matching the "
-                "policy, images are not resized"
-            )
-        if image.dtype != np.uint8:
-            raise ValueError(f"{self.name}.act: obs[{cfg.image_key!r}] must be uint8, got {image.dtype}")
+        image, *extras = (self._obs_image(obs, key) for key in self.image_keys())
         proprio = np.asarray(obs["proprio"], dtype=np.float32).reshape(-1)
         if proprio.shape != (cfg.proprio_dim,):
             raise ValueError(
@@ -280,17 +279,26 @@ class Policy(nn.Module, abc.ABC):
             raise TypeError(
                 f"{self.name}.act: obs['instruction'] must be a str, got {type(instruction).__name__}"
             )
-        dev = self.device
-        return _Frame(
-            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(dev),
-            torch.from_numpy(proprio).to(dev),
-            instruction,
-        )
+        return _Frame(image, torch.from_numpy(proprio).to(self.device), instruction, tuple(extras))
 
-    def _batch_images(self, batch: dict[str, Any]) -> torch.Tensor:
-        """``batch[image_key]`` checked and on device: uint8 (B, T, 3, H, W)."""
+    def _obs_image(self, obs: dict[str, Any], key: str) -> torch.Tensor:
         cfg = self.config
-        key = cfg.image_key
+        image = np.asarray(obs[key])
+        want = (*cfg.image_size, 3)
+        if image.shape != want:
+            raise ValueError(
+                f"{self.name}.act: obs[{key!r}] has shape {image.shape}, expected {want} "
+                f"(config.image_size={cfg.image_size}); make the env with image_size matching the "
+                "policy, images are not resized"
+            )
+        if image.dtype != np.uint8:
+            raise ValueError(f"{self.name}.act: obs[{key!r}] must be uint8, got {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(self.device)
+
+    def _batch_images(self, batch: dict[str, Any], key: str | None = None) -> torch.Tensor:
+        """``batch[key]`` (default ``config.image_key``) checked and on device: uint8 (B, T, 3, H, W)."""
+        cfg = self.config
+        key = key or cfg.image_key
         if key not in batch:
             raise KeyError(f"{self.name}: batch lacks {key!r}; it has {sorted(batch)}")
         images = batch[key]
@@ -354,7 +362,7 @@ class Policy(nn.Module, abc.ABC):
 
     def image_keys(self) -> tuple[str, ...]:
         """Image observations the policy reads (``DemoWindows(image_keys=...)``)."""
-        return (self.config.image_key,)
+        return (self.config.image_key, *self.config.extra_image_keys)
 
     def config_dict(self) -> dict[str, Any]:
         """The config as JSON-able data, with its ``type``."""

@@ -51,7 +51,8 @@ def config_from_spaces(
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"{name} needs a Dict observation space, got {observation_space}")
     image_key = overrides.get("image_key", "rgb")
-    missing = [k for k in (image_key, "instruction", "proprio") if k not in observation_space.spaces]
+    extra_keys = tuple(overrides.get("extra_image_keys", ()))
+    missing = [k for k in (image_key, *extra_keys, "instruction", "proprio") if k not in observation_space.spaces]
     if missing:
         raise ValueError(
             f"observation space lacks {missing}; it has {sorted(observation_space.spaces)} "
@@ -60,6 +61,10 @@ def config_from_spaces(
     image, proprio = observation_space[image_key], observation_space["proprio"]
     if len(image.shape) != 3 or image.shape[-1] != 3:
         raise ValueError(f"observation {image_key!r} must be H x W x 3, got shape {image.shape}")
+    for key in extra_keys:
+        if observation_space[key].shape != image.shape:
+            raise ValueError(f"camera {key!r} has shape {observation_space[key].shape}, {image_key!r} has "
+                             f"{image.shape}; every camera of a policy must have the same size")
     fields = {
         "image_size": tuple(int(s) for s in image.shape[:2]),
         "proprio_dim": int(np.prod(proprio.shape)),

@@ -30,14 +30,12 @@ class BCZPolicy(Policy):
         super().__init__(config)
         cfg = config
         self.text = text_encoder_from_config(cfg)
-        self.backbone = FiLMResNet18(
-            self.text.dim, cfg.pretrained_backbone if load_pretrained else None, cfg.output_stride, cfg.backbone_width
-        )
-        if cfg.pool == "spatial_softmax":
-            self.pool = SpatialSoftmax(self.backbone.out_channels, cfg.num_keypoints)
-            feat_dim = self.pool.out_dim
-        else:
-            self.pool, feat_dim = None, self.backbone.out_channels
+        self.backbone, self.pool, feat_dim = self._encoder(cfg, load_pretrained)
+        # One encoder per extra camera (config.extra_image_keys), features joined with the main one's.
+        extra = [self._encoder(cfg, load_pretrained) for _ in cfg.extra_image_keys]
+        self.extra_backbones = nn.ModuleList(e[0] for e in extra)
+        self.extra_pools = nn.ModuleList(e[1] or nn.Identity() for e in extra)
+        feat_dim *= 1 + len(extra)
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
         self.codec = ActionCodec.from_config(cfg)
         in_dim = feat_dim + (cfg.proprio_dim if cfg.use_proprio else 0)
@@ -47,13 +45,35 @@ class BCZPolicy(Policy):
         self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
         self._cond: torch.Tensor | None = None
 
+    def _encoder(self, cfg: BCZConfig, load_pretrained: bool) -> tuple[nn.Module, nn.Module | None, int]:
+        backbone = FiLMResNet18(
+            self.text.dim, cfg.pretrained_backbone if load_pretrained else None, cfg.output_stride, cfg.backbone_width
+        )
+        if cfg.pool == "spatial_softmax":
+            pool = SpatialSoftmax(backbone.out_channels, cfg.num_keypoints)
+            return backbone, pool, pool.out_dim
+        return backbone, None, backbone.out_channels
+
+    def _features(self, backbone: nn.Module, pool: nn.Module | None, images: torch.Tensor,
+                  cond: torch.Tensor) -> torch.Tensor:
+        fmap = backbone(images, cond)
+        return fmap.mean(dim=(2, 3)) if pool is None or isinstance(pool, nn.Identity) else pool(fmap)
+
     def heads(
-        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
+        extra_images: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``(B, 3, H, W)``, raw ``(B, P)`` proprio, ``(B, D)`` instruction embedding ->
-        continuous z-scores ``(B, horizon, Ac)`` and gripper logits ``(B, horizon, Ag)``."""
-        fmap = self.backbone(images, cond)
-        feats = fmap.mean(dim=(2, 3)) if self.pool is None else self.pool(fmap)
+        """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
+        ``(B, D)`` instruction embedding -> continuous z-scores ``(B, horizon, Ac)`` and gripper
+        logits ``(B, horizon, Ag)``."""
+        if len(extra_images) != len(self.extra_backbones):
+            raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
+                             f"{len(self.extra_backbones)}")
+        feats = torch.cat([
+            self._features(self.backbone, self.pool, images, cond),
+            *(self._features(b, p, im, cond)
+              for b, p, im in zip(self.extra_backbones, self.extra_pools, extra_images, strict=True)),
+        ], dim=-1)
         if self.config.use_proprio:
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
         h = self.trunk(feats)
@@ -66,8 +86,9 @@ class BCZPolicy(Policy):
 
     def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = self._batch_images(batch)[:, -1]  # the current frame
+        extras = tuple(self._batch_images(batch, k)[:, -1] for k in self.config.extra_image_keys)
         proprio = batch["proprio"][:, -1].to(self.device, torch.float32)
-        return self.heads(images, proprio, self.text(list(batch["instruction"])))
+        return self.heads(images, proprio, self.text(list(batch["instruction"])), extras)
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cont, grip = self._batch_heads(batch)
@@ -87,5 +108,6 @@ class BCZPolicy(Policy):
     def _plan(self, frame: _Frame) -> torch.Tensor:
         if self._cond is None:
             self._cond = self.text([frame.instruction])
-        cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond)
+        cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond,
+                                tuple(im[None] for im in frame.extra_images))
         return self.codec.decode(cont, grip)[0]

@@ -68,6 +68,8 @@ class CLIPConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.extra_image_keys:
+            raise _bad(self, "extra_image_keys", "must be empty: the CLIP-fusion policy reads one camera (image_key)")
         if self.history != 1:
             raise _bad(self, "history", "must be 1 (the CLIP policy reads the current image only)")
         if self.fusion not in FUSIONS:

@@ -57,6 +57,8 @@ class RT1Config(LanguageConditionedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.extra_image_keys:
+            raise _bad(self, "extra_image_keys", "must be empty: RT-1 reads one camera (image_key)")
         if self.horizon != 1:
             raise _bad(self, "horizon", "must be 1 (RT-1 predicts the current action)")
         if self.backbone not in EFFICIENTNETS:

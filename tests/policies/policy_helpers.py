@@ -32,6 +32,8 @@ TINY = {
     "bcz": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4},
     "bcz-keypoints": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4, "backbone_width": 8,
                       "pool": "spatial_softmax", "num_keypoints": 8, "output_stride": 16},
+    "bcz-2cam": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4, "backbone_width": 8,
+                 "pool": "spatial_softmax", "num_keypoints": 8, "extra_image_keys": ("rgb_wrist",)},
     "clip-early": {"fusion": "early", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
     "clip-late": {"fusion": "late", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
     "clip-cross": {
@@ -51,6 +53,7 @@ def spaces_for(size: int = SIZE) -> tuple[spaces.Dict, spaces.Box]:
     obs = spaces.Dict(
         {
             "rgb": spaces.Box(0, 255, (size, size, 3), np.uint8),
+            "rgb_wrist": spaces.Box(0, 255, (size, size, 3), np.uint8),
             "instruction": spaces.Text(160),
             "proprio": spaces.Box(-2.0, 2.0, (PROPRIO_DIM,), np.float32),
         }
@@ -95,6 +98,7 @@ def synthetic_batch(config, batch_size: int = 4, seed: int = 0) -> dict:
     action_mask[-1, h // 2 + 1 :] = False  # the last one ends it: padded actions
     return {
         "rgb": images,
+        "rgb_wrist": images.flip(-1).contiguous(),  # a second camera for multi-camera variants
         "obs_mask": obs_mask,
         "proprio": torch.randn(b, t, PROPRIO_DIM, generator=g) * 0.1,
         "actions": actions,
@@ -105,8 +109,10 @@ def synthetic_batch(config, batch_size: int = 4, seed: int = 0) -> dict:
 
 def observation(seed: int = 0, size: int = SIZE, instruction: str = INSTRUCTIONS[0]) -> dict:
     rng = np.random.default_rng(seed)
-    return {
+    obs = {
         "rgb": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
         "instruction": instruction,
         "proprio": rng.normal(size=PROPRIO_DIM).astype(np.float32) * 0.1,
     }
+    obs["rgb_wrist"] = obs["rgb"][:, ::-1].copy()
+    return obs

@@ -272,3 +272,25 @@ def test_bench_policy_smoke():
     assert [r["policy"] for r in rows] == ["rt1", "bcz", "clip"]
     assert all(r["params"] > 0 and r["checkpoint_mb"] > 0 and r["act_ms"] > 0 for r in rows)
     assert "| rt1 |" in format_policy_rows(rows)
+
+
+def test_bcz_reads_every_camera_it_is_given():
+    policy = tiny_policy("bcz-2cam").eval()
+    assert policy.image_keys() == ("rgb", "rgb_wrist")
+    obs = observation(0)
+    a = policy.act(obs)
+    policy.reset()
+    other = {**obs, "rgb_wrist": np.zeros_like(obs["rgb_wrist"])}
+    assert not np.allclose(a, policy.act(other)), "the wrist camera did not change the action"
+    policy.reset()
+    with pytest.raises(KeyError, match="rgb_wrist"):
+        policy.act({k: v for k, v in obs.items() if k != "rgb_wrist"})
+
+
+def test_single_camera_policies_refuse_extra_cameras():
+    obs_space, act_space = spaces_for()
+    for name in ("rt1", "clip"):
+        with pytest.raises(ValueError, match="extra_image_keys"):
+            make_policy(name, obs_space, act_space, stats=STATS, extra_image_keys=("rgb_wrist",))
+    with pytest.raises(ValueError, match="lacks"):
+        make_policy("bcz", obs_space, act_space, stats=STATS, extra_image_keys=("rgb_left",))
