@@ -136,6 +136,8 @@ def _frame(obs: dict[str, Any], key: str) -> np.ndarray:
     if key not in obs:
         raise KeyError(f"observation has no {key!r} to record; keys: {sorted(obs)} (use obs_mode='rgb')")
     frame = obs[key]
+    if "rgb_wrist" in obs and key == "rgb" and obs["rgb_wrist"].shape == frame.shape:
+        frame = np.concatenate([frame, obs["rgb_wrist"]], axis=1)  # tabletop: the wrist view beside the front one
     if "rgb_map" in obs and key == "rgb":  # navigation: the map beside the camera view
         m = obs["rgb_map"]
         if m.shape[0] != frame.shape[0]:

@@ -32,3 +32,14 @@ def test_write_is_atomic_and_decodes(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [f"v.{suffix}"]  # no temporary file left behind
     back = read_video(path)
     assert len(back) == 5 and back[0].shape == (32, 32, 3)
+
+
+def test_recorded_tabletop_frames_show_the_wrist_view_beside_the_front_one():
+    import gymnasium as gym
+
+    from vlagym.agents.rollout import run_episode
+
+    plain = run_episode(gym.make("vlagym/TabletopTouch-v0", image_size=32), seed=3, record=True)
+    wrist = run_episode(gym.make("vlagym/TabletopTouch-v0", image_size=32, wrist_camera=True), seed=3, record=True)
+    h, w = plain.frames[0].shape[:2]
+    assert wrist.frames[0].shape[:2] == (h, 2 * w) and wrist.success == plain.success
