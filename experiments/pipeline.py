@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vlagym.agents.collect import CollectConfig, collect
@@ -24,6 +24,16 @@ from vlagym.experiments.report import agents_table, build_report, provenance, wr
 
 TEST_SEED_START = 2_000_000  # train seeds start at 0, validation at 1e6, test at 2e6
 
+# How each policy trains in the main job: the settings that reached the best success within a CPU
+# budget in README's "Results" (64 px, front and wrist cameras where the policy reads both).
+RECIPES: dict[str, dict] = {
+    "bcz": {"backbone_width": 16, "pool": "spatial_softmax", "output_stride": 16,
+            "extra_image_keys": ["rgb_wrist"]},
+    "rt1": {"image_key": "rgb_wrist", "history": 2, "pretrained_backbone": "imagenet-lite0", "d_model": 128,
+            "num_layers": 4, "num_heads": 4, "ff_dim": 256, "map_pos_embedding": True},
+    "clip": {},
+}
+
 
 @dataclass
 class PipelineConfig:
@@ -31,21 +41,25 @@ class PipelineConfig:
 
     out: str = "runs/main"
     """Output folder: data/, train/, eval/, videos/, report.json, report.md."""
-    train_env: str = "vlagym/TabletopTouch-v0"
+    train_env: str = "vlagym/TabletopPickUp-v0"
     """The task the policy learns."""
-    policy: str = "clip"
-    """Policy to train: clip (fastest on CPU), bcz or rt1."""
-    policy_overrides: dict = field(default_factory=dict)
-    """Fields of the policy config to override."""
-    demos: int = 100
+    policy: str = "bcz"
+    """Policy to train: bcz, rt1 or clip."""
+    policy_overrides: dict | None = None
+    """Fields of the policy config to override (None: the policy's entry in ``RECIPES``)."""
+    demos: int = 200
     """Expert demonstrations to collect (train split)."""
-    image_size: int = 96
+    image_size: int = 64
     """Camera resolution for data, training and evaluation."""
-    train_steps: int = 1200
+    wrist_camera: bool = True
+    """Also render the wrist camera (tabletop tasks), for policies that read it."""
+    train_steps: int = 6000
     """Behavior-cloning optimizer steps."""
+    lr: float = 1e-3
+    """Peak learning rate."""
     batch_size: int = 32
     """Samples per training step."""
-    val_episodes: int = 10
+    val_episodes: int = 20
     """Validation episodes per evaluation during training (best checkpoint selection)."""
     eval_episodes: int = 50
     """Test episodes for the policy and the expert."""
@@ -62,6 +76,15 @@ class PipelineConfig:
         return cls(**{"demos": 20, "train_steps": 150, "batch_size": 16, "val_episodes": 3, "eval_episodes": 6,
                       "videos": 2, **kw})
 
+    def env_kwargs(self) -> dict:
+        from vlagym.envs import TABLETOP_IDS
+
+        wrist = self.wrist_camera and self.train_env in TABLETOP_IDS
+        return {"image_size": self.image_size, **({"wrist_camera": True} if wrist else {})}
+
+    def overrides(self) -> dict:
+        return dict(RECIPES.get(self.policy, {}) if self.policy_overrides is None else self.policy_overrides)
+
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     from vlagym.experiments.evaluate import evaluate
@@ -77,15 +100,15 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     data = out / "data" / name
     t = time.time()
     manifest = collect(CollectConfig(env=cfg.train_env, episodes=cfg.demos, out=str(data), workers=cfg.workers or 2,
-                                     env_kwargs={"image_size": cfg.image_size}))
+                                     env_kwargs=cfg.env_kwargs()))
     timings["collect_s"] = round(time.time() - t, 1)
 
     log(f"[2/5] training {cfg.policy} for {cfg.train_steps} steps")
     run = out / "train" / f"{cfg.policy}_{name}"
     t = time.time()
-    train_cfg = TrainConfig(data=[str(data)], policy=cfg.policy, policy_overrides=dict(cfg.policy_overrides),
-                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size,
-                            warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 3),
+    train_cfg = TrainConfig(data=[str(data)], policy=cfg.policy, policy_overrides=cfg.overrides(),
+                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                            warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 4),
                             eval_episodes=cfg.val_episodes, save_every=max(1, cfg.train_steps // 6), num_workers=1)
     summary = train(train_cfg, resume=(run / "config.yaml").exists())
     timings["train_s"] = round(time.time() - t, 1)
@@ -134,7 +157,7 @@ def _markdown(report: dict) -> str:
         "",
         f"* data: {ds['episodes']} expert demonstrations of {cfg['train_env']} ({ds['frames']} frames, "
         f"{ds['dropped_failures']} failed expert episodes dropped), train seeds {ds['seed_range'][0]}.."
-        f"{ds['seed_range'][1]}, {cfg['image_size']} px",
+        f"{ds['seed_range'][1]}, {cfg['image_size']} px" + (", front and wrist cameras" if cfg['wrist_camera'] else ""),
         f"* training: {tr['policy']} for {tr['steps']} steps, final loss {tr['final_loss']}; best checkpoint at "
         f"step {tr['best']['step']} with validation success {tr['best']['success_rate']:.0%}",
         f"* evaluation: {cfg['eval_episodes']} test seeds from {TEST_SEED_START}, policy and expert on the same seeds",

@@ -39,28 +39,29 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     assert str(out / "report.json") in res.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["episodes"] == 3 and report["dataset"]["split"] == "train"
-    assert report["training"]["steps"] == 4 and (out / "train" / "clip_TabletopTouch-v0" / "best").is_dir()
+    assert report["training"]["steps"] == 4 and (out / "train" / "bcz_TabletopPickUp-v0" / "best").is_dir()
     for agent in ("policy", "expert"):
-        row = report["agents"][agent]["per_task"]["vlagym/TabletopTouch-v0"]
+        row = report["agents"][agent]["per_task"]["vlagym/TabletopPickUp-v0"]
         assert row["episodes"] == 2 and row["seeds"] == [2_000_000, 2_000_001]
         assert 0 <= row["success_ci95"][0] <= row["success_rate"] <= row["success_ci95"][1] <= 1
         assert row["agent_ms_per_step"] > 0 and row["mean_steps"] >= 1
-    assert report["agents"]["expert"]["per_task"]["vlagym/TabletopTouch-v0"]["success_rate"] == 1.0
+    assert report["agents"]["expert"]["per_task"]["vlagym/TabletopPickUp-v0"]["success_rate"] == 1.0
     # Evaluation seeds never overlap training seeds.
     assert report["dataset"]["seed_range"][1] < 2_000_000
     showcase = report["showcase"]["per_task"]
     assert set(showcase) == set(ALL_IDS) and "spl" in showcase["vlagym/NavObjectGoal-v0"]
     md = (out / "report.md").read_text()
-    assert "| policy | vlagym/TabletopTouch-v0 |" in md and "| expert | vlagym/NavMultiStep-v0 |" in md
-    frames = read_video(out / "videos" / "policy_TabletopTouch-v0_seed2000000.mp4")
+    assert "| policy | vlagym/TabletopPickUp-v0 |" in md and "| expert | vlagym/NavMultiStep-v0 |" in md
+    frames = read_video(out / "videos" / "policy_TabletopPickUp-v0_seed2000000.mp4")
     assert len(frames) > 1 and frames[0].shape[0] >= 256
+    assert frames[0].shape[1] == 2 * frames[0].shape[0]  # the wrist view beside the front view
     nav = read_video(out / "videos" / "expert_NavObjectGoal-v0_showcase.mp4")
     assert nav[0].shape[1] == 2 * nav[0].shape[0]  # the top-down map beside the camera view
     assert (out / "videos" / "expert_all_tasks_grid.mp4").exists()
     # The trained policy records a single rollout too, on the env it was trained on (96 px).
     gif = tmp_path / "policy.gif"
-    res = vlagym("record", "--policy", str(out / "train" / "clip_TabletopTouch-v0"), "--env",
-                 "vlagym/TabletopTouch-v0", "--out", str(gif))
+    res = vlagym("record", "--policy", str(out / "train" / "bcz_TabletopPickUp-v0"), "--env",
+                 "vlagym/TabletopPickUp-v0", "--out", str(gif))
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(read_video(gif)) > 1
 
