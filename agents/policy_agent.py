@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 SB3_MODEL_NAME = "model.zip"
 
 

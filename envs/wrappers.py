@@ -103,9 +103,8 @@ class InstructionEncoder:
                     emb = self._text_encoder()([text])[0].float().cpu().numpy()
                 # L2-normalised, so inside [-1, 1] up to rounding.
                 out = np.clip(emb, -1.0, 1.0).astype(np.float32)
-            out.setflags(write=False)
             _VECTORS[key] = out
-        return out
+        return out.copy()  # callers (SB3 buffers, torch.as_tensor) may write to it
 
 
 _ENCODERS: dict[InstructionEncoder, Any] = {}

@@ -122,9 +122,9 @@ class RLConfig:
 # --- envs ------------------------------------------------------------------------------------------------------
 def _make_env(env_id: str, env_kwargs: dict, instruction: dict):
     def thunk():
-        import vlagym  # noqa: F401  (registers ids in worker processes)
         from stable_baselines3.common.monitor import Monitor
 
+        import vlagym  # noqa: F401  (registers ids in worker processes)
         from vlagym.envs.wrappers import make_sb3_env
 
         return Monitor(make_sb3_env(env_id, instruction, **env_kwargs), info_keywords=("success",))

@@ -242,7 +242,6 @@ def init_actor_from_bcz(policy, bcz, log_std: float = -2.0) -> None:
         raise ValueError("the actor must map BC-Z's trunk straight to actions: net_arch=dict(pi=[], vf=[...])")
     weight = torch.zeros(a, net.in_features)
     bias = torch.zeros(a)
-    nc = codec.num_continuous
     for j, i in enumerate(codec.continuous_dims):
         std, mean = float(codec.std[i]), float(codec.mean[i])
         weight[i] = std * bcz.continuous_head.weight[j]
@@ -250,7 +249,6 @@ def init_actor_from_bcz(policy, bcz, log_std: float = -2.0) -> None:
     for k, g in enumerate(codec.gripper_dims):
         weight[g] = bcz.gripper_head.weight[k]
         bias[g] = bcz.gripper_head.bias[k]
-    del nc
     net.weight.copy_(weight)
     net.bias.copy_(bias)
     policy.log_std.fill_(log_std)
