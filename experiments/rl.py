@@ -82,6 +82,8 @@ class RLConfig:
     """A BC-Z checkpoint (policy or BC run folder) to start the PPO actor from."""
     init_log_std: float | None = None
     """Initial log standard deviation of PPO's Gaussian (default 0; -2 with ``init_from``, to stay near BC)."""
+    max_minutes: float | None = None
+    """Wall-clock budget of this invocation's training: stop (saving, evaluating) when it runs out."""
     eval_every: int = 10_000
     """Steps between deterministic evaluations on validation seeds (the learning curve)."""
     eval_episodes: int = 20
@@ -109,6 +111,8 @@ class RLConfig:
                      "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"RLConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"RLConfig.max_minutes must be > 0, got {self.max_minutes!r}")
         if self.test_episodes < 0 or self.videos < 0:
             raise ValueError("RLConfig.test_episodes and videos must be >= 0")
         if self.init_from is not None and self.algo != "ppo":
@@ -209,6 +213,8 @@ def build_model(cfg: RLConfig, venv, bc_policy=None):
 def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
     from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 
+    started = time.time()
+
     class CurveCallback(BaseCallback):
         """Deterministic success on validation seeds every ``eval_every`` steps -> curve.csv and TensorBoard;
         training-episode success (from Monitor) -> TensorBoard; a progress bar."""
@@ -232,6 +238,12 @@ def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
             self.bar.update(self.training_env.num_envs)
             if self.model.num_timesteps >= self.next_eval:
                 self._evaluate()
+            if cfg.max_minutes is not None and time.time() - started > 60 * cfg.max_minutes:
+                logger.warning("--max-minutes %s reached at %d steps; stopping", cfg.max_minutes,
+                               self.model.num_timesteps)
+                if _last_curve_step(run) < self.model.num_timesteps:
+                    self._evaluate()
+                return False
             return True
 
         def _on_rollout_end(self) -> None:
@@ -240,7 +252,8 @@ def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
                 self.logger.record("rollout/success_rate", float(np.mean(buf)))
 
         def _on_training_end(self) -> None:
-            if self.model.num_timesteps >= cfg.timesteps and _last_curve_step(run) < self.model.num_timesteps:
+            # The last rollout overshoots `timesteps` by up to n_steps * n_envs; one point at the end is enough.
+            if self.model.num_timesteps >= cfg.timesteps and _last_curve_step(run) < cfg.timesteps:
                 self._evaluate()
             self.bar.close()
 
@@ -355,7 +368,7 @@ def _check_resume(run: Path, cfg: RLConfig) -> None:
         return
     old = json.loads(path.read_text())
     # What may change between invocations: how long to train and what to do at the end.
-    free = {"timesteps", "test_episodes", "videos", "workers", "eval_every", "checkpoint_every"}
+    free = {"timesteps", "test_episodes", "videos", "workers", "eval_every", "checkpoint_every", "max_minutes"}
     diff = sorted(k for k in old if k not in free and old[k] != cfg.to_dict().get(k))
     if diff:
         raise ValueError(f"{run} holds a run with different settings ({', '.join(diff)}); pass another --out "
