@@ -205,7 +205,7 @@ def build_model(cfg: RLConfig, venv, bc_policy=None):
         raise ValueError(f"SAC needs a continuous (Box) action space; {cfg.env} has {venv.action_space} "
                          "(for navigation pass env kwargs action_mode=continuous)")
     return SAC("MultiInputPolicy", venv, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
-               learning_starts=cfg.learning_starts, batch_size=max(cfg.batch_size, 64), gamma=cfg.gamma,
+               learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
                policy_kwargs=policy_kwargs, **common)
 
 
