@@ -210,6 +210,30 @@ def cmd_data_efficiency(args) -> int:
     return 0
 
 
+def cmd_rl(args) -> int:
+    from vlagym.experiments.rl import RLConfig, train_rl
+
+    cfg = RLConfig(env=_env_ids([args.env])[0], algo=args.algo, timesteps=args.timesteps, out=args.out,
+                   env_kwargs=_kwargs(args.kwargs), instruction={"kind": args.instruction}, n_envs=args.n_envs,
+                   vec=args.vec, seed=args.seed, image_backbone=args.image_backbone, net_arch=args.net_arch,
+                   learning_rate=args.lr, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+                   gamma=args.gamma, ent_coef=args.ent_coef, init_from=args.init_from,
+                   init_log_std=args.init_log_std, max_minutes=args.max_minutes, eval_every=args.eval_every,
+                   eval_episodes=args.eval_episodes,
+                   checkpoint_every=args.checkpoint_every, test_episodes=args.test_episodes, videos=args.videos,
+                   workers=args.workers, device=args.device)
+    summary = train_rl(cfg)
+    for row in summary["curve"]:
+        print(f"step {int(row['timesteps']):>8d}  {float(row['wall_s']):7.0f}s  validation success "
+              f"{row['successes']}/{row['episodes']} [{float(row['ci_low']):.2f}, {float(row['ci_high']):.2f}]")
+    if "test" in summary:
+        t = summary["test"]
+        print(f"test seeds: success {t['successes']}/{t['episodes']} = {t['success_rate']:.0%} "
+              f"(95% CI {t['success_ci95'][0]:.2f}-{t['success_ci95'][1]:.2f}); report {summary['report']}")
+    print(f"model: {summary['model']}; curve: {summary.get('curve_png')}; TensorBoard: {summary['run']}/tb")
+    return 0
+
+
 def cmd_envs(args) -> int:
     import gymnasium as gym
 
@@ -377,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", formatter_class=fmt, help="evaluate a policy beside the expert",
                        description="Roll out a trained policy and the scripted expert on the same held-out "
                                    "test seeds in worker processes; write report.json/report.md and videos.")
-    s.add_argument("--policy", required=True, help="policy folder or training run folder (uses best/)")
+    s.add_argument("--policy", required=True, help="policy folder or training run folder (uses best/), or an SB3 "
+                                                   "model .zip or `vlagym rl` run folder")
     s.add_argument("--env", nargs="+", required=True, help="env ids")
     s.add_argument("--episodes", type=int, default=100, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
@@ -432,6 +457,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     s.set_defaults(func=cmd_regress)
+
+    s = sub.add_parser("rl", formatter_class=fmt, help="reinforcement learning with stable-baselines3 (PPO, SAC)",
+                       description="Train PPO or SAC on a vlagym env through the SB3 wrapper (instruction as a "
+                                   "sentence embedding or token ids, channel-first images, a FiLM features "
+                                   "extractor), on the dense shaped reward, with vectorised envs, checkpoints, "
+                                   "TensorBoard and a learning curve of deterministic success on validation "
+                                   "seeds; then evaluate on test seeds through the evaluator (report.json). "
+                                   "Rerun the same command to resume. `vlagym eval --policy OUT` loads the model.")
+    s.add_argument("--algo", choices=["ppo", "sac"], default="ppo", help="algorithm")
+    s.add_argument("--env", required=True, help="env id")
+    s.add_argument("--timesteps", type=int, required=True, help="environment steps in total")
+    s.add_argument("--out", default="runs/rl", help="run folder")
+    s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="env keyword arguments, e.g. obs_mode=state image_size=64 action_mode=continuous "
+                        "(reward_type defaults to dense)")
+    s.add_argument("--init-from", default=None, help="BC-Z checkpoint (policy or BC run folder) for PPO's actor")
+    s.add_argument("--init-log-std", type=float, default=None,
+                   help="initial log std of PPO's Gaussian (default 0; -2 with --init-from)")
+    s.add_argument("--instruction", choices=["sentence", "tokens"], default="sentence",
+                   help="instruction observation: MiniLM embedding or hashed word ids")
+    s.add_argument("--n-envs", type=int, default=2, help="parallel envs")
+    s.add_argument("--vec", choices=["subproc", "dummy"], default="subproc", help="vectorised env kind")
+    s.add_argument("--seed", type=int, default=0, help="seed of the model and the training envs")
+    s.add_argument("--image-backbone", choices=["cnn", "resnet18", "efficientnet_lite0"], default="cnn",
+                   help="FiLM vision encoder for pixel observations")
+    s.add_argument("--net-arch", type=int, nargs="+", default=[64, 64], help="actor/critic hidden layers")
+    s.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    s.add_argument("--n-steps", type=int, default=256, help="PPO steps per env per rollout")
+    s.add_argument("--batch-size", type=int, default=64, help="minibatch size")
+    s.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
+    s.add_argument("--gamma", type=float, default=0.99, help="discount")
+    s.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus")
+    s.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget of the training: stop early, save and evaluate when it runs out")
+    s.add_argument("--eval-every", type=int, default=10_000, help="steps between learning-curve points")
+    s.add_argument("--eval-episodes", type=int, default=20, help="validation episodes per curve point")
+    s.add_argument("--checkpoint-every", type=int, default=20_000, help="steps between checkpoints")
+    s.add_argument("--test-episodes", type=int, default=50, help="test episodes at the end (0 skips)")
+    s.add_argument("--videos", type=int, default=0, help="test episodes recorded as MP4s")
+    s.add_argument("--workers", type=int, default=1, help="worker processes of the final evaluation")
+    s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+    s.set_defaults(func=cmd_rl)
 
     s = sub.add_parser("envs", help="list registered environment ids", description="List registered ids.")
     s.set_defaults(func=cmd_envs)

@@ -235,6 +235,13 @@ def _clip_backend(name: str, pretrained: str | None) -> _Backend:
 
 
 # --- hashed bag of words (trainable, tests and tiny runs) ---------------------------------------------------
+def hash_word_ids(text: str, buckets: int) -> list[int]:
+    """Lower-cased words (commas and full stops dropped) -> crc32 ids in ``[0, buckets)``; stable across
+    processes (``hash()`` is salted per process, crc32 is not). SB3's token observations use the same ids."""
+    words = text.lower().replace(",", " ").replace(".", " ").split() or [""]
+    return [zlib.crc32(w.encode()) % buckets for w in words]
+
+
 class HashTextEncoder(TextEncoder):
     """Words hashed (crc32, stable across processes) into ``buckets`` rows of a trainable table, averaged."""
 
@@ -247,8 +254,7 @@ class HashTextEncoder(TextEncoder):
         nn.init.normal_(self.table.weight, std=dim**-0.5)
 
     def _ids(self, text: str) -> list[int]:
-        words = text.lower().replace(",", " ").replace(".", " ").split() or [""]
-        return [zlib.crc32(w.encode()) % self.buckets for w in words]
+        return hash_word_ids(text, self.buckets)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         ids = [self._ids(t) for t in texts]

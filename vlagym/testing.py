@@ -311,7 +311,29 @@ def check_pickle(source: EnvSource, env_kwargs: dict | None = None) -> None:
         raise EnvContractError(f"{what} do(es) not pickle: {type(e).__name__}: {e}{hint}") from e
 
 
-ALL_CHECKS = ("gym_api", "rollout", "determinism", "seeds_differ", "close", "vector", "pickle")
+def check_sb3(source: EnvSource, env_kwargs: dict | None = None, instruction: dict | None = None) -> None:
+    """stable-baselines3's ``check_env`` on the env behind ``vlagym.envs.wrappers.SB3Wrapper`` (instruction
+    as hashed token ids by default, so no sentence encoder loads; pass ``{"kind": "sentence"}`` for the
+    embedding). SB3's advice-only warnings (e.g. images under 36 px) are not failures."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from vlagym.envs.wrappers import SB3Wrapper
+
+    make, label = _factory(source, env_kwargs)
+    env = make()
+    try:
+        wrapped = SB3Wrapper(env, instruction or {"kind": "tokens"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sb3_check_env(wrapped, warn=True)
+    except Exception as e:
+        raise EnvContractError(f"{label}: stable-baselines3 check_env through SB3Wrapper failed: "
+                               f"{type(e).__name__}: {e}") from e
+    finally:
+        env.close()
+
+
+ALL_CHECKS = ("gym_api", "rollout", "determinism", "seeds_differ", "close", "vector", "pickle", "sb3")
 
 
 def check_env_contract(source: EnvSource, seed: int = 0, steps: int = 20, env_kwargs: dict | None = None,
@@ -331,6 +353,7 @@ def check_env_contract(source: EnvSource, seed: int = 0, steps: int = 20, env_kw
         "close": lambda: check_close(source, close_cycles, **kw),
         "vector": lambda: check_vector(source, seed, min(steps, 3), **kw),
         "pickle": lambda: check_pickle(source, **kw),
+        "sb3": lambda: check_sb3(source, **kw),
     }
     for name in checks:
         run[name]()

@@ -59,13 +59,12 @@ class BCZPolicy(Policy):
         fmap = backbone(images, cond)
         return fmap.mean(dim=(2, 3)) if pool is None or isinstance(pool, nn.Identity) else pool(fmap)
 
-    def heads(
+    def trunk_features(
         self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
         extra_images: tuple[torch.Tensor, ...] = (),
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
-        ``(B, D)`` instruction embedding -> continuous z-scores ``(B, horizon, Ac)`` and gripper
-        logits ``(B, horizon, Ag)``."""
+        ``(B, D)`` instruction embedding -> the MLP trunk's output ``(B, hidden_dim)``."""
         if len(extra_images) != len(self.extra_backbones):
             raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
                              f"{len(self.extra_backbones)}")
@@ -76,8 +75,16 @@ class BCZPolicy(Policy):
         ], dim=-1)
         if self.config.use_proprio:
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
-        h = self.trunk(feats)
-        b, hor = feats.shape[0], self.config.horizon
+        return self.trunk(feats)
+
+    def heads(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
+        extra_images: tuple[torch.Tensor, ...] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``trunk_features`` -> continuous z-scores ``(B, horizon, Ac)`` and gripper logits
+        ``(B, horizon, Ag)``."""
+        h = self.trunk_features(images, proprio, cond, extra_images)
+        b, hor = h.shape[0], self.config.horizon
         grip = self.gripper_head(h) if self.gripper_head is not None else h.new_zeros(b, 0)
         return (
             self.continuous_head(h).view(b, hor, self.codec.num_continuous),

@@ -121,3 +121,18 @@ def test_close_default_cycles_do_not_leak():
 @pytest.mark.slow
 def test_close_200_cycles_do_not_leak():
     check_close(make_small, cycles=200)
+
+
+def test_sb3_check_passes_and_catches_an_observation_sb3_cannot_take():
+    from vlagym.testing import check_sb3
+
+    check_sb3(make_small)
+
+    class Float64Proprio(gym.ObservationWrapper):
+        """Declares float32 proprioception and returns float64 (SB3's check_env refuses the cast)."""
+
+        def observation(self, obs):
+            return {**obs, "proprio": obs["proprio"].astype(np.float64)}
+
+    with pytest.raises(EnvContractError, match="stable-baselines3 check_env through SB3Wrapper failed"):
+        check_sb3(lambda: Float64Proprio(make_small()))

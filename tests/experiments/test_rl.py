@@ -1,0 +1,151 @@
+"""``vlagym rl``: a tiny PPO run through the CLI, its evaluation by ``vlagym eval``, resume, SAC, BC init."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vlagym.agents.policy_agent import PolicyAgent, SB3Agent, policy_env_kwargs, resolve_policy_dir
+from vlagym.experiments.rl import RLConfig, latest_checkpoint, read_curve, train_rl
+
+TOUCH = "vlagym/TabletopTouch-v0"
+
+
+def vlagym(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", *args], capture_output=True, text=True,
+                          timeout=600, env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+                                            "PATH": "/usr/bin:/bin"})
+
+
+TINY = ["--vec", "dummy", "--n-steps", "64", "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128",
+        "--eval-episodes", "2", "--checkpoint-every", "128", "--instruction", "tokens"]
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rl") / "touch"
+    res = vlagym("rl", "--algo", "ppo", "--env", TOUCH, "--timesteps", "256", "--kwargs", "obs_mode=state",
+                 "--out", str(out), "--test-episodes", "2", *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+def test_tiny_ppo_run_through_the_cli(ppo_run):
+    out, res = ppo_run
+    for name in ("model.zip", "rl_config.json", "env_args.json", "curve.csv", "curve.png", "eval/report.json"):
+        assert (out / name).exists(), name
+    assert list((out / "tb").rglob("events.out.tfevents*"))
+    rows = read_curve(out)
+    assert [int(r["timesteps"]) for r in rows] == [0, 128, 256]
+    assert all(int(r["episodes"]) == 2 for r in rows)
+    assert latest_checkpoint(out)[1] == 256
+    report = json.loads((out / "eval" / "report.json").read_text())
+    policy = report["agents"]["policy"]
+    assert policy["overall"]["episodes"] == 2 and policy["per_task"][TOUCH]["seeds"] == [2_000_000, 2_000_001]
+    assert "test seeds: success" in res.stdout
+    assert policy_env_kwargs(out) == {"obs_mode": "state"}  # the sparse reward at evaluation
+
+
+def test_vlagym_eval_loads_the_sb3_model(ppo_run, tmp_path):
+    out, _ = ppo_run
+    assert resolve_policy_dir(out) == out / "model.zip"
+    assert isinstance(PolicyAgent.load(out / "model.zip"), SB3Agent)
+    res = vlagym("eval", "--policy", str(out), "--env", TOUCH, "--episodes", "2", "--workers", "1",
+                 "--out", str(tmp_path / "eval"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["policy"].endswith("model.zip")
+    assert report["agents"]["policy"]["overall"]["episodes"] == 2
+    assert report["agents"]["expert"]["overall"]["episodes"] == 2
+    # The same seeds and model give the same outcome as the run's own test evaluation.
+    own = json.loads((out / "eval" / "report.json").read_text())["agents"]["policy"]["episodes"]
+    assert [e["steps"] for e in report["agents"]["policy"]["episodes"]] == [e["steps"] for e in own]
+
+
+def test_resume_continues_from_the_newest_checkpoint(ppo_run):
+    out, _ = ppo_run
+    res = vlagym("rl", "--env", TOUCH, "--timesteps", "384", "--kwargs", "obs_mode=state", "--out", str(out),
+                 "--test-episodes", "0", *TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [int(r["timesteps"]) for r in read_curve(out)] == [0, 128, 256, 384]
+    assert latest_checkpoint(out)[1] == 384
+    bad = vlagym("rl", "--env", TOUCH, "--timesteps", "512", "--kwargs", "obs_mode=state", "--out", str(out),
+                 "--lr", "0.1", *TINY)
+    assert bad.returncode == 2 and "different settings (learning_rate)" in bad.stderr
+
+
+def test_sac_on_continuous_navigation(tmp_path):
+    cfg = RLConfig(env="vlagym/NavObjectGoal-v0", algo="sac", timesteps=96, out=str(tmp_path / "sac"),
+                   env_kwargs={"obs_mode": "state", "action_mode": "continuous"}, instruction={"kind": "tokens"},
+                   vec="dummy", learning_starts=32, batch_size=16, eval_every=96, eval_episodes=1,
+                   checkpoint_every=96, test_episodes=0)
+    summary = train_rl(cfg)
+    assert [int(r["timesteps"]) for r in summary["curve"]] == [0, 96]
+    agent = PolicyAgent.load(tmp_path / "sac")
+    assert type(agent.model).__name__ == "SAC"
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="continuous"):
+        train_rl(RLConfig(env="vlagym/NavObjectGoal-v0", algo="sac", timesteps=8, out=str(tmp_path / "x"),
+                          env_kwargs={"obs_mode": "state"}, instruction={"kind": "tokens"}, vec="dummy"))
+    with pytest.raises(ValueError, match="algo must be one of"):
+        RLConfig(algo="dqn")
+    with pytest.raises(ValueError, match="unknown environment id"):
+        RLConfig(env="vlagym/Nope-v0")
+
+
+def test_init_from_a_bcz_checkpoint_starts_as_the_bc_policy(tmp_path):
+    """Before any update, the PPO model's deterministic rollout is BC-Z's, step for step."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from vlagym.agents.rollout import run_episode
+    from vlagym.experiments.rl import _adopt_bc, build_model, make_vec_env
+    from vlagym.policies import make_policy
+
+    env = gym.make(TOUCH, image_size=64)
+    torch.manual_seed(0)
+    bc_dir = tmp_path / "bcz"
+    bcz = make_policy("bcz", env.observation_space, env.action_space, text_encoder="hash", text_dim=16,
+                      hidden_dim=32, horizon=2)
+    torch.nn.init.normal_(bcz.continuous_head.weight, std=0.3)  # move, so rollouts differ if actions do
+    bcz.save_pretrained(bc_dir)
+    (bc_dir / "env_args.json").write_text(json.dumps({"env_kwargs": {"image_size": 64}}))
+    cfg = RLConfig(env=TOUCH, timesteps=32, out=str(tmp_path / "ft"), init_from=str(bc_dir), vec="dummy", n_envs=1,
+                   n_steps=16, batch_size=16, n_epochs=1, eval_every=32, eval_episodes=1, checkpoint_every=32,
+                   test_episodes=0)
+    bc_policy = _adopt_bc(cfg)
+    assert cfg.instruction == {"kind": "tokens", "buckets": 4096}
+    assert cfg.env_kwargs == {"reward_type": "dense", "image_size": 64}
+    venv = make_vec_env(cfg)
+    model = build_model(cfg, venv, bc_policy)
+    venv.close()
+    actions = {}
+    for name, agent in (("bc", PolicyAgent.load(bc_dir)), ("ppo", SB3Agent(model))):
+        recorded = []
+
+        class Recorder:
+            def __init__(self, agent, recorded):
+                self.agent, self.recorded = agent, recorded
+
+            def reset(self):
+                self.agent.reset()
+
+            def act(self, obs, info):
+                self.recorded.append(self.agent.act(obs, info))
+                return self.recorded[-1]
+
+        episode = run_episode(env, 1_000_000, lambda e, a=agent, r=recorded: Recorder(a, r))
+        actions[name] = (np.stack(recorded), episode.steps)
+    (bc, bc_steps), (ppo, ppo_steps) = actions["bc"], actions["ppo"]
+    assert bc_steps == ppo_steps
+    np.testing.assert_allclose(ppo[:, :4], bc[:, :4], atol=1e-4)
+    assert (np.sign(ppo[:, 4]) == np.sign(bc[:, 4])).all()
+    env.close()
+    summary = train_rl(cfg)  # and the run itself goes through
+    assert [int(r["timesteps"]) for r in summary["curve"]] == [0, 32]
