@@ -393,20 +393,20 @@ def train_rl(cfg: RLConfig) -> dict[str, Any]:
     venv = make_vec_env(cfg)
     try:
         ckpt = latest_checkpoint(run)
-        if ckpt is not None and ckpt[1] < cfg.timesteps:
+        if ckpt is not None:
             algo = PPO if cfg.algo == "ppo" else SAC
             model = algo.load(str(ckpt[0]), env=venv, device=cfg.device, tensorboard_log=str(run / "tb"))
             logger.info("resuming %s from %s (%d steps)", run, ckpt[0].name, ckpt[1])
             prior = read_curve(run)
             t0 -= float(prior[-1]["wall_s"]) if prior else 0.0
-        elif (run / "model.zip").exists() and ckpt is not None and ckpt[1] >= cfg.timesteps:
-            model = None
         else:
             model = build_model(cfg, venv, bc_policy)
-        if model is not None and model.num_timesteps < cfg.timesteps:
+        trained = model.num_timesteps < cfg.timesteps
+        if trained:
             model.learn(cfg.timesteps - model.num_timesteps, callback=_sb3_callbacks(cfg, run, t0),
                         reset_num_timesteps=model.num_timesteps == 0, tb_log_name="run")
             model.save(str(run / "checkpoints" / f"rl_model_{model.num_timesteps}_steps.zip"))
+        if trained or not (run / "model.zip").exists():
             tmp = run / "model.tmp.zip"
             model.save(str(tmp))
             os.replace(tmp, run / "model.zip")
