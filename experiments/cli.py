@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", choices=["bcz", "rt1", "clip"], default=None,
                    help="policy, trained with its recipe in vlagym.experiments.pipeline.RECIPES (default bcz)")
     s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 200; quick 20)")
-    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 6000; quick 150)")
+    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 150)")
     s.add_argument("--eval-episodes", type=int, default=None, help="test episodes (default 50; quick 6)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     s.set_defaults(func=cmd_pipeline)

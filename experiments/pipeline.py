@@ -53,7 +53,7 @@ class PipelineConfig:
     """Camera resolution for data, training and evaluation."""
     wrist_camera: bool = True
     """Also render the wrist camera (tabletop tasks), for policies that read it."""
-    train_steps: int = 6000
+    train_steps: int = 3000
     """Behavior-cloning optimizer steps."""
     lr: float = 1e-3
     """Peak learning rate."""
