@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from vlagym.vl.data import VLDataConfig, load_vl_data, make_vl_data
-from vlagym.vl.grounding import GroundingConfig, Grounder, make_queries, patch_targets, train_grounding
+from vlagym.vl.grounding import Grounder, GroundingConfig, make_queries, patch_targets, train_grounding
 from vlagym.vl.model import VLModel
 from vlagym.vl.train import VLTrainConfig, parse_overrides, sample_batch, train_vl
 
