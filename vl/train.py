@@ -178,6 +178,10 @@ def train_vl(cfg: VLTrainConfig) -> dict[str, Any]:
     data = load_vl_data(cfg.data)
     eval_data = load_vl_data(cfg.eval_data) if cfg.eval_data else None
     size = int(data.images.shape[1])
+    patch = (cfg.model_cfg or {}).get("vision_cfg", {}).get("patch_size")
+    if patch and size % int(patch):
+        raise ValueError(f"{cfg.data} has {size} px images, not a multiple of the ViT patch size {patch}; "
+                         f"set model_cfg.vision_cfg.patch_size or render another --image-size")
     model = VLModel(cfg.arch, cfg.model_cfg, size, cfg.pretrained).to(device)
     decay = [p for n, p in model.clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
