@@ -37,6 +37,10 @@ class CLIPConfig(PolicyConfig):
     128-wide text Transformer, for CPU."""
     clip_pretrained: str | None = None
     """open_clip pretrained tag (e.g. ``"openai"``) or checkpoint file; None trains from scratch."""
+    pretrained_vl: str | None = None
+    """A ``vlagym vl-train`` model folder (or its run folder) to start both towers from: its architecture
+    (``clip_model``, ``clip_model_cfg``), normalisation and weights replace the settings above when the
+    policy is built; the position embedding is resized to the env's image size."""
     clip_model_cfg: dict[str, Any] | None = None
     """Overrides of the architecture's open_clip config: each top-level key (``embed_dim``, ``vision_cfg``,
     ``text_cfg``) replaces the architecture's entry whole; the image size is always the env's."""

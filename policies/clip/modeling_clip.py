@@ -37,6 +37,10 @@ def create_open_clip(config: CLIPConfig, load_pretrained: bool = True) -> nn.Mod
 
     if config.clip_model == TINY_CLIP and TINY_CLIP not in open_clip.list_models():
         open_clip.add_model_config(_CONFIG_DIR / f"{TINY_CLIP}.json")
+    if config.pretrained_vl and load_pretrained:
+        from vlagym.vl.model import open_clip_for_policy
+
+        return open_clip_for_policy(config)
     kwargs = dict(config.clip_model_cfg or {})
     kwargs["force_image_size"] = config.image_size
     if "vision_cfg" in kwargs:  # an override replaces the whole entry, force_image_size included

@@ -12,7 +12,8 @@ from vlagym.agents.video import read_video
 from vlagym.envs import ENV_IDS as ALL_IDS
 from vlagym.experiments.cli import build_parser
 
-SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs", "collect", "dataset", "train", "eval", "rl"]
+SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs", "collect", "dataset", "train", "eval", "rl",
+               "data-efficiency", "vl-data", "vl-train", "vl-ground", "ground"]
 
 
 def vlagym(*args: str, cwd=None) -> subprocess.CompletedProcess:
