@@ -127,7 +127,7 @@ def cmd_collect(args) -> int:
         kwargs["wrist_camera"] = True
     cfg = CollectConfig(env=_env_ids([args.env])[0], episodes=args.episodes, out=args.out, workers=args.workers,
                         split=args.split, seed_start=args.seed_start, noise=args.noise, env_kwargs=kwargs,
-                        shard_size=args.shard_size)
+                        shard_size=args.shard_size, level=args.level)
     m = collect(cfg)
     print(f"{m['episodes']} episodes ({m['frames']} frames, {m['dropped_failures']} failures dropped) "
           f"in {args.out}; seeds {m['seed_range'][0]}..{m['seed_range'][1]} ({m['split']})")
@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
                    help="more env keyword arguments, e.g. action_mode=continuous")
     s.add_argument("--shard-size", type=int, default=50, help="episodes per HDF5 shard")
+    s.add_argument("--level", choices=["train", "L1", "L2", "L3", "L4", "L5"], default=None,
+                   help="generalization level of every episode (the train split takes only 'train'; "
+                        "default: the union of all levels)")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("dataset", formatter_class=fmt, help="inspect a dataset (info, show)",

@@ -27,7 +27,7 @@ class TouchTask(TabletopTask):
     )
 
     def sample(self, rng: np.random.Generator):
-        target = self.random_spec(rng)
+        target = self.random_spec(rng, target=True)
         return [target], self.phrase(rng, obj=target.words())
 
     def is_success(self) -> bool:
