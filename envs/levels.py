@@ -10,8 +10,8 @@ function of an episode's attributes, so it never depends on seeds or on the orde
   trained colours, so each held-out combination is made of a seen colour and a seen shape.
 * instruction templates: the last ``HELD_OUT_TEMPLATES`` templates of each template tuple are held
   out (L4); at L4 a shape word is also replaced, half the time, by a synonym training never uses.
-* task compositions: defined per task (L5), e.g. three-goal ``multi_step`` navigation, where
-  training has two goals.
+* task compositions: defined per task (L5): "touch the X, then the Y" on the touch task, and
+  three-goal ``multi_step`` navigation, where training has two goals.
 
 An env's ``level=`` kwarg picks what an episode may draw; ``None`` (the default) draws from the
 union, exactly as before levels existed:

@@ -148,6 +148,22 @@ def test_l5_compositions():
         gym.make("vlagym/NavObjectGoal-v0", level="L5")
 
 
+def test_touch_then_touch_composition_and_its_expert():
+    env = gym.make("vlagym/TabletopTouch-v0", obs_mode="state", level="L5")
+    for seed in range(2_000_000, 2_000_006):
+        obs, info = env.reset(seed=seed)
+        task = env.unwrapped.task
+        assert ", then" in obs["instruction"] or "after that" in obs["instruction"]
+        assert info["generalization_split"] == "L5" and len(info["objects"]) >= 2
+        expert, done, touched_first = task.expert(), False, False
+        while not done:
+            obs, _, term, trunc, info = env.step(expert.act(obs, info))
+            touched_first |= task.touching(0)
+            assert not info["success"] or touched_first, "succeeded without touching the first object"
+            done = term or trunc
+        assert info["success"], f"seed {seed}: {obs['instruction']}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id", vlagym.ENV_IDS)
 def test_training_level_over_many_seeds(env_id):

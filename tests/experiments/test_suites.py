@@ -29,10 +29,11 @@ def policy(tmp_path_factory):
 
 def test_generalization_suite_report_and_plot(policy, tmp_path):
     report = run_suite("generalization", str(policy), [ENV], episodes=2, workers=2, out=str(tmp_path))
-    assert supported_levels(ENV) == ("L1", "L2", "L3", "L4")
+    assert supported_levels(ENV) == ("L1", "L2", "L3", "L4", "L5")
+    assert supported_levels("vlagym/TabletopPickUp-v0") == ("L1", "L2", "L3", "L4")
     cells = report["cells"]
     assert {(c["agent"], c["level"]) for c in cells} == {(a, lv) for a in ("policy", "expert")
-                                                          for lv in ("L1", "L2", "L3", "L4")}
+                                                          for lv in ("L1", "L2", "L3", "L4", "L5")}
     seeds = {c["level"]: set(c["seeds"]) for c in cells if c["agent"] == "expert"}
     assert all(min(s) >= 2_000_000 for s in seeds.values())
     levels = sorted(seeds)
