@@ -61,7 +61,7 @@ def test_generalization_suite_runs_l5_where_defined(tmp_path):
 
 
 def test_robustness_suite_changes_images_only(policy, tmp_path):
-    report = run_suite("robustness", str(policy), [ENV], episodes=3, workers=2, out=str(tmp_path),
+    report = run_suite("robustness", str(policy), [ENV], episodes=2, workers=2, out=str(tmp_path),
                        perturbations=["light", "occluder"], strengths=[0.5, 1.0])
     cells = report["cells"]
     assert {(c["perturbation"], c["strength"]) for c in cells} == {
