@@ -58,8 +58,26 @@ class CollectConfig:
     """Episodes per HDF5 shard."""
     compression: str | None = "gzip"
     """HDF5 compression for images (gzip, lzf or None)."""
+    level: str | None = None
+    """Generalization level (``vlagym.envs.levels``) every episode is drawn at; recorded in env_args.
+    The train split takes only ``train`` (or None, the union of all levels, as before levels existed)."""
 
     def __post_init__(self) -> None:
+        from vlagym.envs.levels import check_level
+
+        check_level(self.level)
+        if self.split == "train" and self.level not in (None, "train"):
+            raise ValueError(f"level {self.level!r} draws held-out episodes; training seeds are drawn only from "
+                             f"the training side of every split: use --level train (or --split val/test)")
+        if self.level is not None:
+            if self.env_kwargs.get("level", self.level) != self.level:
+                raise ValueError(f"level given twice: --level {self.level} and env kwarg level="
+                                 f"{self.env_kwargs['level']}")
+            self.env_kwargs = {**self.env_kwargs, "level": self.level}
+        elif self.env_kwargs.get("level") is not None:
+            self.level = self.env_kwargs["level"]
+            self.__post_init__()
+            return
         if self.split not in SPLIT_SEED_START:
             raise ValueError(f"split must be one of {sorted(SPLIT_SEED_START)}, got {self.split!r}")
         if self.seed_start is None:
@@ -111,6 +129,8 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     staging = root / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
+    if cfg.level is None:  # datasets from before levels existed resume unchanged
+        request.pop("level")
     request_path = root / "request.json"
     if request_path.exists():
         previous = json.loads(request_path.read_text())
@@ -173,6 +193,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         "expert": f"{cfg.env} scripted expert",
         "noise": cfg.noise,
         "split": cfg.split,
+        "level": cfg.level,
         "seed_range": [cfg.seed_start, max(chosen)],
         "episodes": len(refs),
         "frames": int(sum(r.length for r in refs)),

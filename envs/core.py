@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from vlagym.envs.perturb import Perturber, parse_perturb
 from vlagym.envs.sim import Camera, Lighting, Simulation
 
 # Instructions are ASCII sentences; the Text space needs an explicit alphabet and bound.
@@ -142,6 +143,7 @@ class RobotTaskEnv(gym.Env):
         reward_type: str = "sparse",
         render_mode: str | None = None,
         control_hz: int = 10,
+        perturb: float | dict | str | None = None,
     ) -> None:
         if obs_mode not in ("rgb", "state"):
             raise ValueError(f"obs_mode must be 'rgb' or 'state', got {obs_mode!r}")
@@ -169,6 +171,10 @@ class RobotTaskEnv(gym.Env):
         obs["proprio"] = robot.proprio_space
         self.observation_space = spaces.Dict(obs)
         self._last_obs: dict[str, Any] | None = None
+        # Visual perturbations (``vlagym.envs.perturb``); none at strength 0, so the default renders
+        # exactly as before.
+        self.perturb = parse_perturb(perturb)
+        self.perturber: Perturber | None = None
 
     def all_cameras(self) -> dict[str, Camera]:
         return {**self.cameras, **self.robot.cameras()}
@@ -181,6 +187,10 @@ class RobotTaskEnv(gym.Env):
         self.build_scene(self.np_random)
         self.robot.load(self.sim, self.np_random)
         self.task.reset(self.np_random)
+        if self.perturb:
+            # Drawn from the episode seed with generators of its own: np_random (the task's draws) is untouched.
+            self.perturber = Perturber(self.perturb, self.task.episode_seed)
+            self.perturber.apply(self)
         if len(self.task.instruction) > MAX_INSTRUCTION_LEN:
             raise RuntimeError(f"instruction longer than {MAX_INSTRUCTION_LEN} chars: {self.task.instruction!r}")
         self._steps = 0
@@ -212,6 +222,15 @@ class RobotTaskEnv(gym.Env):
     def build_scene(self, rng: np.random.Generator) -> None:
         """Static scenery (floor, table, rooms); called before the robot loads."""
 
+    def scenery(self) -> dict[str, list[str]]:
+        """Body names of the scenery surfaces by role ("table", "floor", "wall"), for perturbations."""
+        return {}
+
+    def spawn_ghosts(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Add ``n`` visual-only distractors (no collision: the task's state is unaffected); returns
+        their descriptions. Envs without a notion of distractors add none."""
+        return []
+
     # --- internals ----------------------------------------------------------------------------------------
     def _check_action(self, action) -> np.ndarray:
         if not hasattr(self, "_steps"):
@@ -237,13 +256,21 @@ class RobotTaskEnv(gym.Env):
         obs: dict[str, Any] = {}
         if self.obs_mode == "rgb":
             for key, cam in self.all_cameras().items():
-                obs[key] = self.sim.render(cam, self.lighting)
+                obs[key] = self._render(key, cam)
         else:
             obs["state"] = self.task.state().astype(np.float32)
         obs["instruction"] = self.task.instruction
         obs["proprio"] = self.robot.proprio().astype(np.float32)
         self._last_obs = obs
         return obs
+
+    def _render(self, key: str, cam: Camera) -> np.ndarray:
+        p = self.perturber
+        if p is None:
+            return self.sim.render(cam, self.lighting)
+        if key == "rgb":
+            p.place_occluder(self, cam)
+        return p.postprocess(self.sim.render(p.camera(cam), p.lighting))
 
     def _info(self, success: bool | None = None) -> dict[str, Any]:
         if success is None:

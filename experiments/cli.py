@@ -127,7 +127,7 @@ def cmd_collect(args) -> int:
         kwargs["wrist_camera"] = True
     cfg = CollectConfig(env=_env_ids([args.env])[0], episodes=args.episodes, out=args.out, workers=args.workers,
                         split=args.split, seed_start=args.seed_start, noise=args.noise, env_kwargs=kwargs,
-                        shard_size=args.shard_size)
+                        shard_size=args.shard_size, level=args.level)
     m = collect(cfg)
     print(f"{m['episodes']} episodes ({m['frames']} frames, {m['dropped_failures']} failures dropped) "
           f"in {args.out}; seeds {m['seed_range'][0]}..{m['seed_range'][1]} ({m['split']})")
@@ -185,6 +185,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.suite:
+        from vlagym.experiments.suites import run_suite, to_markdown
+
+        report = run_suite(args.suite, args.policy, _env_ids(args.env), args.episodes, seed_start=args.seed_start,
+                           workers=args.workers, expert=not args.no_expert, out=args.out, levels=args.levels,
+                           perturbations=args.perturbations, strengths=args.strengths,
+                           env_kwargs=_kwargs(args.kwargs))
+        print(to_markdown(report))
+        if "paths" in report:
+            print(f"report: {report['paths']['report_json']}; plot: {report['paths']['plot']}")
+        return 0
+    if not args.policy:
+        raise ValueError("eval needs --policy (only --suite runs the expert alone)")
     from vlagym.experiments.evaluate import evaluate
 
     report = evaluate(args.policy, _env_ids(args.env), args.episodes, seed_start=args.seed_start,
@@ -435,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
                    help="more env keyword arguments, e.g. action_mode=continuous")
     s.add_argument("--shard-size", type=int, default=50, help="episodes per HDF5 shard")
+    s.add_argument("--level", choices=["train", "L1", "L2", "L3", "L4", "L5"], default=None,
+                   help="generalization level of every episode (the train split takes only 'train'; "
+                        "default: the union of all levels)")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("dataset", formatter_class=fmt, help="inspect a dataset (info, show)",
@@ -459,9 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", formatter_class=fmt, help="evaluate a policy beside the expert",
                        description="Roll out a trained policy and the scripted expert on the same held-out "
-                                   "test seeds in worker processes; write report.json/report.md and videos.")
-    s.add_argument("--policy", required=True, help="policy folder or training run folder (uses best/), or an SB3 "
-                                                   "model .zip or `vlagym rl` run folder")
+                                   "test seeds in worker processes; write report.json/report.md and videos. "
+                                   "--suite generalization runs every level L1-L5 a task defines (each on its "
+                                   "own test seeds); --suite robustness runs every visual perturbation at each "
+                                   "--strengths (same seeds, level L1); both write a PNG plot beside the report.")
+    s.add_argument("--policy", default=None,
+                   help="policy folder or training run folder (uses best/), or an SB3 model .zip or `vlagym rl` "
+                        "run folder; required unless --suite")
     s.add_argument("--env", nargs="+", required=True, help="env ids")
     s.add_argument("--episodes", type=int, default=100, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
@@ -471,6 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gif", action="store_true", help="write per-episode GIFs instead of MP4s")
     s.add_argument("--no-expert", action="store_true", help="skip the expert row")
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
+    s.add_argument("--suite", choices=["generalization", "robustness"], default=None,
+                   help="evaluate on every generalization level or every perturbation and strength")
+    s.add_argument("--levels", nargs="+", default=None, help="levels for --suite generalization (default L1-L5)")
+    s.add_argument("--perturbations", nargs="+", default=None,
+                   help="perturbations for --suite robustness (default: all)")
+    s.add_argument("--strengths", nargs="+", type=float, default=None,
+                   help="strengths for --suite robustness besides 0 (default 0.25 0.5 1)")
+    s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="env keyword arguments for --suite (e.g. image_size=64 when evaluating the expert alone)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("data-efficiency", formatter_class=fmt, help="success against the number of demonstrations",

@@ -8,9 +8,10 @@ import numpy as np
 from gymnasium import spaces
 
 from vlagym.envs.core import RobotTaskEnv
+from vlagym.envs.nav.objects import Landmark, spawn_landmark
 from vlagym.envs.nav.robot import STOP, DiffDriveRobot
 from vlagym.envs.nav.scene import Scene
-from vlagym.envs.nav.task import SUCCESS_DIST
+from vlagym.envs.nav.task import ALL_KEYS, SUCCESS_DIST
 from vlagym.envs.nav.tasks import TASKS, make_task
 from vlagym.envs.nav.topdown import TopDownMap
 
@@ -77,6 +78,10 @@ class NavEnv(RobotTaskEnv):
         obs_mode: ``"rgb"`` (images) or ``"state"`` (privileged goal vectors, no rendering).
         reward_type: ``"sparse"`` or ``"dense"``.
         render_mode: ``None`` or ``"rgb_array"`` (returns the robot's camera image).
+        level: generalization level (``vlagym.envs.levels``: ``"train"``, ``"L1"`` ... ``"L5"``); None
+            draws from all of them.
+        perturb: visual perturbations (``vlagym.envs.perturb``): a strength in [0, 1] for all of them,
+            a dict or ``"name=strength,..."``; None or 0 renders the training conditions.
         **task_kwargs: passed to the task (``num_distractors``; ``num_goals`` for ``multi_step``).
     """
 
@@ -92,6 +97,8 @@ class NavEnv(RobotTaskEnv):
         obs_mode: str = "rgb",
         reward_type: str = "sparse",
         render_mode: str | None = None,
+        level: str | None = None,
+        perturb: float | dict | str | None = None,
         **task_kwargs: Any,
     ) -> None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -105,11 +112,12 @@ class NavEnv(RobotTaskEnv):
         robot = DiffDriveRobot(action_mode, image_size=(h, w), hfov=hfov)
         super().__init__(
             robot=robot,
-            task=make_task(task, **task_kwargs),
+            task=make_task(task, level=level, **task_kwargs),
             cameras={"rgb": robot.camera},  # the robot re-aims it every step (``robot.cameras()``)
             obs_mode=obs_mode,
             reward_type=reward_type,
             render_mode=render_mode,
+            perturb=perturb,
         )
         self.map = TopDownMap(map_size or h) if top_down_map else None
         if self.map is not None:
@@ -127,6 +135,45 @@ class NavEnv(RobotTaskEnv):
         self.lighting = self.scene.lighting
         self.robot.scene = self.scene
         self._map_ready = False
+
+    def scenery(self) -> dict[str, list[str]]:
+        names = list(self.sim.bodies)
+        return {"floor": [n for n in names if n.startswith("floor")],
+                "wall": [n for n in names if n == "walls" or n.startswith("walls_")]}
+
+    def spawn_ghosts(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Visual-only landmarks on free floor, clear of the real ones and the robot; their colour and
+        shape are never a real landmark's. They are not on the occupancy grid: the robot drives
+        through them, and the task, its planner and its expert never see them."""
+        scene = self.scene
+        taken = {lm.key for lm in scene.landmarks}
+        keep = [(np.asarray(lm.xy), lm.radius) for lm in scene.landmarks] + [(self.robot.xy, 0.6)]
+        out = []
+        for k in range(n):
+            color, shape = _free_key(rng, taken)
+            lm = Landmark(color, shape, yaw=float(rng.uniform(-np.pi, np.pi)))
+            cand = np.flatnonzero(scene.landmark_spots(lm.radius))
+            pts = scene.grid.centers.reshape(-1, 2)[cand]
+            ok = np.ones(len(pts), bool)
+            for xy, r in keep:
+                ok &= np.hypot(*(pts - xy).T) >= r + lm.radius + 0.3
+            if k == 0:  # the first stands in view of the start, 1-4 m ahead, where the camera sees it
+                rel = pts - self.robot.xy
+                bearing = (np.arctan2(rel[:, 1], rel[:, 0]) - self.robot.yaw + np.pi) % (2 * np.pi) - np.pi
+                ahead = np.abs(bearing) < np.radians(30)
+                dist = np.hypot(*rel.T)
+                view = ok & ahead & (dist > 1.0) & (dist < 4.0)
+                view[view] = [scene.grid.segment_free(scene.free, self.robot.xy, p) for p in pts[view]]
+                ok = view if view.any() else ok
+            if not ok.any():
+                continue
+            xy = pts[np.flatnonzero(ok)[rng.integers(ok.sum())]]
+            lm.xy = (float(xy[0]), float(xy[1]))
+            taken.add(lm.key)
+            keep.append((xy, lm.radius))
+            spawn_landmark(self.sim, f"ghost{k}", lm)
+            out.append(lm.words())
+        return out
 
     def step(self, action):
         action = self._check_action(action)
@@ -163,6 +210,11 @@ class NavEnv(RobotTaskEnv):
             goal = self.task.goals[self.task.current] if self.task.goals else None
             obs["rgb_map"] = self.map.draw(self.robot.xy, self.robot.yaw, goal, SUCCESS_DIST)
         return obs
+
+
+def _free_key(rng: np.random.Generator, taken: set) -> tuple[str, str]:
+    keys = [k for k in ALL_KEYS if k not in taken]
+    return keys[int(rng.integers(len(keys)))]
 
 
 __all__ = ["TASKS", "NavEnv"]

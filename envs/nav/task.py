@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Expert, Task
+from vlagym.envs.levels import Phraser, check_level, combo_allowed, combo_split, episode_split
 from vlagym.envs.nav.grid import ROBOT_RADIUS, Field, smoothed_length
 from vlagym.envs.nav.objects import COLORS, SHAPES, Landmark
 from vlagym.envs.nav.robot import FORWARD, LEFT, MAX_ANGULAR, MAX_LINEAR, RIGHT, STOP, TURN_STEP, wrap
@@ -36,18 +37,30 @@ MAX_TRIES = 50
 ALL_KEYS = [(c, s) for c in COLORS for s in SHAPES]
 
 
+def key_split(key: tuple[str, str]) -> str:
+    """The generalization split of a landmark's (colour, shape)."""
+    return combo_split("nav", key[0], key[1], COLORS, SHAPES)
+
+
 class Placer:
     """Draws landmark positions on free floor, away from the start, the doorways and each other."""
 
-    def __init__(self, scene: Scene, start: np.ndarray, rng: np.random.Generator, slack: float = 1.0) -> None:
+    def __init__(self, scene: Scene, start: np.ndarray, rng: np.random.Generator, slack: float = 1.0,
+                 level: str | None = None) -> None:
         self.scene, self.start, self.rng = scene, start, rng
         self.slack = slack  # scales the spacing asked for; below 1 where a small room cannot give it
+        self.level = level
         self.placed: list[Landmark] = []
 
-    def random_key(self, exclude=()) -> tuple[str, str]:
-        """A (colour, shape) pair unused by the placed landmarks and ``exclude``."""
+    def random_key(self, exclude=(), target: bool = False) -> tuple[str, str]:
+        """A (colour, shape) pair unused by the placed landmarks and ``exclude``, fitting the level.
+
+        ``target``: the first named goal, which L2 and L3 episodes draw from the held-out side.
+        """
         used = {lm.key for lm in self.placed} | set(exclude)
         keys = [k for k in ALL_KEYS if k not in used]
+        if self.level is not None:
+            keys = [k for k in keys if combo_allowed(self.level, key_split(k), target)]
         return keys[int(self.rng.integers(len(keys)))]
 
     def place(
@@ -96,9 +109,16 @@ class NavTask(Task):
 
     templates: tuple[str, ...] = ()
     state_dim = STATE_DIM
+    # Generalization levels this task supports (``vlagym.envs.levels``); L5 where it defines a composition.
+    levels: tuple[str, ...] = ("train", "L1", "L2", "L3", "L4")
 
-    def __init__(self, num_distractors: tuple[int, int] | int | None = None) -> None:
+    def __init__(self, num_distractors: tuple[int, int] | int | None = None, level: str | None = None) -> None:
         super().__init__()
+        self.level = check_level(level)
+        if level is not None and level not in self.levels:
+            raise ValueError(f"task {self.name!r} has no level {level!r}; it supports {', '.join(self.levels)}")
+        self.phraser = Phraser(level)
+        self.landmark_keys: list[tuple[str, str]] = []
         if num_distractors is not None:
             lo, hi = (
                 (num_distractors, num_distractors) if isinstance(num_distractors, int) else num_distractors
@@ -121,8 +141,16 @@ class NavTask(Task):
         Return None when the scene has no room for them; the base then tries again.
         """
 
-    def phrase(self, rng: np.random.Generator, **words: str) -> str:
-        return str(rng.choice(self.templates)).format(**words)
+    def phrase(self, rng: np.random.Generator, templates: tuple[str, ...] | None = None, **words: str) -> str:
+        return self.phraser.phrase(rng, self.templates if templates is None else templates, **words)
+
+    def composition(self) -> bool:
+        """Whether this episode is a held-out (L5) task composition."""
+        return False
+
+    def generalization_split(self) -> str:
+        return episode_split([key_split(k) for k in self.landmark_keys], self.phraser.template_split,
+                             self.composition())
 
     # --- Task API -------------------------------------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
@@ -132,7 +160,7 @@ class NavTask(Task):
             # Small rooms cannot always keep goals 1.5 m from the start and from each other:
             # after half the tries, ask for less (never under the success distance).
             slack = 1.0 if attempt < MAX_TRIES // 2 else 0.6
-            placer = Placer(scene, start, rng, slack)
+            placer = Placer(scene, start, rng, slack, level=self.level)
             out = self.sample(rng, scene, placer)
             if out is None:
                 continue
@@ -146,6 +174,7 @@ class NavTask(Task):
         else:
             raise RuntimeError(f"{self.name}: no reachable goal placement in {MAX_TRIES} tries")
         self.goals, self.instruction = goals, instruction
+        self.landmark_keys = [lm.key for lm in placer.placed]
         scene.spawn_landmarks(self.sim)
         self.reached = 0
         self._prev_geodesic = self.geodesic_distance()
@@ -170,6 +199,7 @@ class NavTask(Task):
             "subgoals_reached": min(self.reached, len(self.goals)),
             "num_subgoals": len(self.goals),
             "collided": self.env.robot.collided,
+            "generalization_split": self.generalization_split(),
         }
 
     def dense_reward(self) -> float:

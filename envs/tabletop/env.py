@@ -7,11 +7,14 @@ import pybullet as pb
 
 from vlagym.envs.core import RobotTaskEnv
 from vlagym.envs.sim import Camera, Lighting
+from vlagym.envs.tabletop.objects import COLORS, GRASPABLE, SIZES, ObjectSpec
 from vlagym.envs.tabletop.panda import Panda
 from vlagym.envs.tabletop.tasks import TASKS, make_task
 
 TABLE_COLOR = (0.72, 0.58, 0.42, 1.0)
 FLOOR_COLOR = (0.45, 0.45, 0.48, 1.0)
+# Where ghost distractors stand: the task's region widened towards the table's sides.
+GHOST_REGION = np.array([[0.28, -0.38], [0.72, 0.38]])
 
 
 class TabletopEnv(RobotTaskEnv):
@@ -62,6 +65,10 @@ class TabletopEnv(RobotTaskEnv):
         reward_type: ``"sparse"`` or ``"dense"``.
         num_distractors: ``(low, high)`` distractor count, or an int; the task's default when None.
         render_mode: ``None`` or ``"rgb_array"`` (returns the front camera image).
+        level: generalization level (``vlagym.envs.levels``: ``"train"``, ``"L1"`` ... ``"L5"``); None
+            draws from all of them.
+        perturb: visual perturbations (``vlagym.envs.perturb``): a strength in [0, 1] for all of them,
+            a dict or ``"name=strength,..."``; None or 0 renders the training conditions.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class TabletopEnv(RobotTaskEnv):
         reward_type: str = "sparse",
         num_distractors: tuple[int, int] | int | None = None,
         render_mode: str | None = None,
+        level: str | None = None,
+        perturb: float | dict | str | None = None,
     ) -> None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if isinstance(lighting, dict):
@@ -81,18 +90,51 @@ class TabletopEnv(RobotTaskEnv):
         front = Camera(eye=(0.98, 0.0, 0.8), target=(0.42, 0.0, 0.05), fov=46.0, width=w, height=h)
         super().__init__(
             robot=Panda(wrist_camera=wrist_camera, image_size=(h, w)),
-            task=make_task(task, num_distractors=num_distractors),
+            task=make_task(task, num_distractors=num_distractors, level=level),
             cameras={"rgb": front},
             lighting=lighting,
             obs_mode=obs_mode,
             reward_type=reward_type,
             render_mode=render_mode,
+            perturb=perturb,
         )
 
     def build_scene(self, rng: np.random.Generator) -> None:
         sim = self.sim
         sim.create_primitive("floor", pb.GEOM_BOX, FLOOR_COLOR, (0, 0, -0.76), halfExtents=[3.0, 3.0, 0.01])
         sim.create_primitive("table", pb.GEOM_BOX, TABLE_COLOR, (0.35, 0.0, -0.025), halfExtents=[0.45, 0.55, 0.025])
+
+    def scenery(self) -> dict[str, list[str]]:
+        return {"table": ["table"], "floor": ["floor"]}
+
+    def spawn_ghosts(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Visual-only cubes and cylinders on the table, clear of the real objects; their colour and
+        shape are never those of a real object, so every phrase still names exactly one thing."""
+        taken = {(o.color, o.shape) for o in self.task.objects}
+        real = [(self.sim.position(self.task.name_of(i))[:2], o.footprint) for i, o in enumerate(self.task.objects)]
+        c, out = self.sim.client, []
+        for k in range(n):
+            choices = [(col, shp) for col in COLORS for shp in GRASPABLE if (col, shp) not in taken]
+            color, shape = choices[int(rng.integers(len(choices)))]
+            spec = ObjectSpec(shape, color, str(rng.choice(SIZES)))
+            for _ in range(100):
+                xy = rng.uniform(GHOST_REGION[0], GHOST_REGION[1])
+                if all(np.linalg.norm(xy - p) > r + spec.footprint + 0.02 for p, r in real):
+                    break
+            else:
+                continue  # no room left on the table
+            taken.add((color, shape))
+            real.append((xy, spec.footprint))
+            if shape == "cube":
+                vis = c.createVisualShape(pb.GEOM_BOX, halfExtents=[spec.half] * 3, rgbaColor=COLORS[color])
+            else:
+                vis = c.createVisualShape(pb.GEOM_CYLINDER, radius=spec.half, length=spec.height,
+                                          rgbaColor=COLORS[color])
+            orn = pb.getQuaternionFromEuler([0, 0, float(rng.uniform(-np.pi, np.pi))])
+            body = c.createMultiBody(0, -1, vis, basePosition=[xy[0], xy[1], spec.height / 2], baseOrientation=orn)
+            self.sim.add(f"ghost{k}", body)
+            out.append(spec.words(with_size=True))
+        return out
 
 
 __all__ = ["TASKS", "TabletopEnv"]

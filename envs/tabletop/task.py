@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Task
-from vlagym.envs.tabletop.objects import COLORS, GRASPABLE, SIZES, ObjectSpec, place_without_overlap, spawn
+from vlagym.envs.levels import Phraser, check_level, combo_allowed, combo_split, episode_split
+from vlagym.envs.tabletop.objects import (
+    COLORS,
+    GRASPABLE,
+    SHAPES,
+    SIZES,
+    ObjectSpec,
+    place_without_overlap,
+    spawn,
+)
 from vlagym.envs.tabletop.panda import FINGER_JOINTS
 
 # Where objects may stand: (low, high) of x, y in the robot's base frame (metres).
@@ -27,9 +36,15 @@ class TabletopTask(Task):
 
     num_distractors: tuple[int, int] = (1, 3)
     state_dim = MAX_OBJECTS * OBJECT_STATE_DIM
+    # Generalization levels this task supports (``vlagym.envs.levels``); L5 where it defines a composition.
+    levels: tuple[str, ...] = ("train", "L1", "L2", "L3", "L4")
 
-    def __init__(self, num_distractors: tuple[int, int] | int | None = None) -> None:
+    def __init__(self, num_distractors: tuple[int, int] | int | None = None, level: str | None = None) -> None:
         super().__init__()
+        self.level = check_level(level)
+        if level is not None and level not in self.levels:
+            raise ValueError(f"task {self.name!r} has no level {level!r}; it supports {', '.join(self.levels)}")
+        self.phraser = Phraser(level)
         if num_distractors is not None:
             lo, hi = (num_distractors, num_distractors) if isinstance(num_distractors, int) else num_distractors
             if not 0 <= lo <= hi:
@@ -44,16 +59,35 @@ class TabletopTask(Task):
 
     templates: tuple[str, ...] = ()
 
-    def phrase(self, rng: np.random.Generator, **words: str) -> str:
-        return str(rng.choice(self.templates)).format(**words)
+    def phrase(self, rng: np.random.Generator, templates: tuple[str, ...] | None = None, **words: str) -> str:
+        return self.phraser.phrase(rng, self.templates if templates is None else templates, **words)
 
-    @staticmethod
-    def random_spec(rng: np.random.Generator, shapes=GRASPABLE, exclude: list[ObjectSpec] = ()) -> ObjectSpec:
-        """A spec whose colour-and-shape differs from every spec in ``exclude``."""
+    def allowed(self, color: str, shape: str, target: bool = False) -> bool:
+        """Whether this episode's level lets an object of this colour and shape be drawn."""
+        return combo_allowed(self.level, combo_split("tabletop", color, shape, COLORS, SHAPES), target)
+
+    def random_spec(self, rng: np.random.Generator, shapes=GRASPABLE, exclude: list[ObjectSpec] = (),
+                    target: bool = False) -> ObjectSpec:
+        """A spec whose colour-and-shape differs from every spec in ``exclude`` and fits the level.
+
+        ``target``: the first named object, the one that L2 and L3 episodes draw from the held-out side.
+        """
         taken = {(s.color, s.shape) for s in exclude}
         choices = [(c, s) for c in COLORS for s in shapes if (c, s) not in taken]
+        if self.level is not None:
+            choices = [(c, s) for c, s in choices if self.allowed(c, s, target)]
+            if not choices:
+                raise RuntimeError(f"{self.name}: no {'/'.join(shapes)} left for level {self.level}")
         color, shape = choices[rng.integers(len(choices))]
         return ObjectSpec(shape=shape, color=color, size=str(rng.choice(SIZES)))
+
+    def composition(self) -> bool:
+        """Whether this episode is a held-out (L5) task composition."""
+        return False
+
+    def generalization_split(self) -> str:
+        splits = [combo_split("tabletop", s.color, s.shape, COLORS, SHAPES) for s in self.objects]
+        return episode_split(splits, self.phraser.template_split, self.composition())
 
     def name_of(self, index: int) -> str:
         return f"obj{index}"
@@ -86,7 +120,8 @@ class TabletopTask(Task):
         return out.ravel()
 
     def info(self) -> dict[str, Any]:
-        return {"objects": [s.words(with_size=True) for s in self.objects]}
+        return {"objects": [s.words(with_size=True) for s in self.objects],
+                "generalization_split": self.generalization_split()}
 
     # --- helpers ------------------------------------------------------------------------------------------
     def ee(self) -> np.ndarray:

@@ -15,9 +15,14 @@ from vlagym.envs.nav.task import MAX_GOALS, MIN_START_DIST, NavExpert, NavTask, 
 
 
 class MultiStepTask(NavTask):
-    """Args: num_goals: subgoals per episode (2 or 3); num_distractors: as in ``NavTask``."""
+    """Args: num_goals: subgoals per episode (2 or 3); num_distractors, level: as in ``NavTask``.
+
+    Level L5 (a novel composition of trained skills) is the three-goal tour: the other levels keep
+    two goals, so training never sees three.
+    """
 
     name = "multi_step"
+    levels = NavTask.levels + ("L5",)
     max_steps = 750
     # {rest} is "the yellow cube" or, with three subgoals, "the yellow cube, then the green ball".
     templates = (
@@ -29,17 +34,26 @@ class MultiStepTask(NavTask):
         "head to the {first}, followed by {rest}",
     )
 
-    def __init__(self, num_goals: int = 2, num_distractors: tuple[int, int] | int | None = None) -> None:
-        super().__init__(num_distractors=num_distractors)
+    def __init__(self, num_goals: int | None = None, num_distractors: tuple[int, int] | int | None = None,
+                 level: str | None = None) -> None:
+        super().__init__(num_distractors=num_distractors, level=level)
+        if num_goals is None:
+            num_goals = 3 if level == "L5" else 2
         if not 2 <= num_goals <= MAX_GOALS:
             raise ValueError(f"num_goals must be in [2, {MAX_GOALS}], got {num_goals}")
+        if level is not None and (num_goals == 3) != (level == "L5"):
+            raise ValueError(f"multi_step at level {level} has {'3' if level == 'L5' else '2'} goals, "
+                             f"got num_goals={num_goals}")
         self.num_goals = num_goals
+
+    def composition(self) -> bool:
+        return self.num_goals == 3
 
     def sample(self, rng: np.random.Generator, scene: Scene, placer: Placer):
         goals = []
-        for _ in range(self.num_goals):
+        for k in range(self.num_goals):
             goal = placer.place(
-                *placer.random_key(), min_start=MIN_START_DIST, away=tuple(goals[-1:]), away_dist=1.5
+                *placer.random_key(target=k == 0), min_start=MIN_START_DIST, away=tuple(goals[-1:]), away_dist=1.5
             )
             if goal is None:
                 return None

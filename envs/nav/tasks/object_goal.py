@@ -26,7 +26,7 @@ class ObjectGoalTask(NavTask):
     )
 
     def sample(self, rng: np.random.Generator, scene: Scene, placer: Placer):
-        goal = placer.place(*placer.random_key(), min_start=MIN_START_DIST)
+        goal = placer.place(*placer.random_key(target=True), min_start=MIN_START_DIST)
         if goal is None:
             return None
         return [goal], self.phrase(rng, obj=goal.words())

@@ -44,7 +44,7 @@ class RelationalGoalTask(NavTask):
     def sample(self, rng: np.random.Generator, scene: Scene, placer: Placer):
         kinds = [f.kind for f in scene.furniture]
         anchors = [f for f in scene.furniture if kinds.count(f.kind) == 1]
-        color, shape = placer.random_key()
+        color, shape = placer.random_key(target=True)
         radius = Landmark(color, shape).radius
         grid = scene.grid
         goal = None
@@ -60,7 +60,7 @@ class RelationalGoalTask(NavTask):
                 far &= grid.near(o.footprint(), radius + NEXT_TO) & (scene.room_id == o.room)
             placer.place(color, shape, where=far)
             self.relation = ("next_to", f)
-            words = str(rng.choice(self.next_to_templates)).format(obj=goal.words(), furniture=f.kind)
+            words = self.phrase(rng, self.next_to_templates, obj=goal.words(), furniture=f.kind)
         else:
             room = scene.rooms[int(rng.integers(len(scene.rooms)))]
             goal = placer.place(color, shape, where=scene.room_id == room.index, min_start=MIN_START_DIST)
@@ -69,7 +69,7 @@ class RelationalGoalTask(NavTask):
             if len(scene.rooms) > 1:
                 placer.place(color, shape, where=(scene.room_id >= 0) & (scene.room_id != room.index))
             self.relation = ("in_room", room)
-            words = str(rng.choice(self.in_room_templates)).format(obj=goal.words(), door=room.door_color)
+            words = self.phrase(rng, self.in_room_templates, obj=goal.words(), door=room.door_color)
         return [goal], words
 
     def matches(self, lm: Landmark) -> bool:

@@ -32,7 +32,7 @@ class PickUpTask(TabletopTask):
     )
 
     def sample(self, rng: np.random.Generator):
-        target = self.random_spec(rng)
+        target = self.random_spec(rng, target=True)
         return [target], self.phrase(rng, obj=target.words())
 
     def height(self) -> float:

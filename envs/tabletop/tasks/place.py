@@ -36,8 +36,10 @@ class PlaceTask(TabletopTask):
     )
 
     def sample(self, rng: np.random.Generator):
-        target = self.random_spec(rng)
+        target = self.random_spec(rng, target=True)
         colors = [c for c in COLORS if c != target.color]  # "the red cube in the red bowl" reads oddly
+        if self.level is not None:
+            colors = [c for c in colors if self.allowed(c, "bowl")]
         bowl = ObjectSpec("bowl", str(rng.choice(colors)), str(rng.choice(SIZES)))
         return [target, bowl], self.phrase(rng, obj=target.words(), bowl=bowl.words())
 

@@ -75,7 +75,7 @@ class PushTask(TabletopTask):
 
     def sample(self, rng: np.random.Generator):
         # The region and the sentence wait for the placement (see ``reset``).
-        return [self.random_spec(rng, shapes=("cube",))], ""
+        return [self.random_spec(rng, shapes=("cube",), target=True)], ""
 
     def reset(self, rng: np.random.Generator) -> None:
         super().reset(rng)

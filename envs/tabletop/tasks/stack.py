@@ -36,7 +36,7 @@ class StackTask(TabletopTask):
     )
 
     def sample(self, rng: np.random.Generator):
-        top = self.random_spec(rng, shapes=("cube",))
+        top = self.random_spec(rng, shapes=("cube",), target=True)
         bottom = self.random_spec(rng, shapes=("cube",), exclude=[top])
         return [top, bottom], self.phrase(rng, top=top.words(), bottom=bottom.words())
 

@@ -2,6 +2,10 @@
 
 Success: any part of the robot is in contact with the named object.
 Dense reward: ``-distance(fingertips, object)`` plus 1 on success.
+
+Level L5 (a novel composition of the trained skill): "touch the red cube, then the blue cylinder".
+Success: touching the second object after having touched the first; ``target_distance`` and the
+dense reward follow the object still to touch.
 """
 
 from __future__ import annotations
@@ -25,16 +29,39 @@ class TouchTask(TabletopTask):
         "poke the {obj}",
         "make contact with the {obj}",
     )
+    levels = TabletopTask.levels + ("L5",)
+    sequence_templates = (
+        "touch the {first}, then the {second}",
+        "touch the {first} and after that the {second}",
+        "first touch the {first}, then touch the {second}",
+        "tap the {first}, then tap the {second}",
+    )
 
     def sample(self, rng: np.random.Generator):
-        target = self.random_spec(rng)
-        return [target], self.phrase(rng, obj=target.words())
+        target = self.random_spec(rng, target=True)
+        self.first_done = False
+        if self.level != "L5":
+            return [target], self.phrase(rng, obj=target.words())
+        second = self.random_spec(rng, exclude=[target])
+        text = str(rng.choice(self.sequence_templates)).format(first=target.words(), second=second.words())
+        return [target, second], text
+
+    def composition(self) -> bool:
+        return self.level == "L5"
+
+    def current(self) -> int:
+        """Index of the object to touch now (the second, once the first was touched at L5)."""
+        return int(self.composition() and self.first_done)
 
     def is_success(self) -> bool:
-        return self.touching(0)
+        if not self.composition():
+            return self.touching(0)
+        if self.touching(0):  # idempotent within a step: the env asks once, info and reward may ask again
+            self.first_done = True
+        return self.first_done and self.touching(1)
 
     def distance(self) -> float:
-        return float(np.linalg.norm(self.ee() - self.sim.position(self.name_of(0))))
+        return float(np.linalg.norm(self.ee() - self.sim.position(self.name_of(self.current()))))
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "target_distance": self.distance()}
@@ -50,8 +77,12 @@ class TouchExpert(TabletopExpert):
     """Hover above the object with a closed gripper, then descend onto its top."""
 
     def plan(self, obs, info) -> np.ndarray:
-        pos, _ = self.obj(0)
-        top = pos[2] + self.task.objects[0].height / 2
+        k = self.task.current()
+        if k != getattr(self, "target", 0):  # on to the second object: hover over it first
+            self.phase = "start"
+        self.target = k
+        pos, _ = self.obj(k)
+        top = pos[2] + self.task.objects[k].height / 2
         above = np.array([pos[0], pos[1], top + HOVER / 2])
         if self.phase == "start" and self.near(above, 0.02):
             self.phase = "descend"
