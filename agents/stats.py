@@ -19,4 +19,5 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p itself; min/max keep float rounding (1 - 1e-16 at n/n) from excluding it.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))

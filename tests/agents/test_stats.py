@@ -19,3 +19,12 @@ def test_wilson_edge_cases():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(5, 3)
+
+
+def test_wilson_interval_holds_the_observed_rate_exactly():
+    # At n/n the upper bound is 1 up to rounding; plots draw rate - low and high - rate as error bars,
+    # which matplotlib refuses when negative.
+    for n in range(1, 300):
+        for k in (0, n // 2, n):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi
