@@ -162,10 +162,9 @@ def evaluate(model: VLModel, data: VLData, seed: int = 0) -> dict[str, Any]:
 
 # --- training ------------------------------------------------------------------------------------------------------
 def _lr_at(cfg: VLTrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    from vlagym.policies.train import warmup_cosine
+
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
 
 
 def train_vl(cfg: VLTrainConfig) -> dict[str, Any]:
