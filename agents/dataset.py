@@ -4,7 +4,7 @@ A dataset is a folder::
 
     manifest.json          provenance, env args, seeds, split, counts, shards, wall time
     stats.json             per-dimension action (and proprio) statistics for normalisation
-    shard_00000.hdf5 ...   data/demo_<i>/{obs/<key>, actions, rewards, dones}
+    shard_00000.hdf5 ...   data/demo_<i>/{obs/<key>, actions, rewards, dones[, expert_actions]}
     staging/               episodes written but not yet merged into a shard (resume state)
 
 Every write is atomic (write a temporary file, then ``os.replace``): an episode is either
@@ -59,6 +59,8 @@ def _write_demo(group: h5py.Group, traj: Trajectory, attrs: dict[str, Any], comp
     group.create_dataset("actions", data=traj.actions)
     group.create_dataset("rewards", data=traj.rewards)
     group.create_dataset("dones", data=traj.dones)
+    if traj.expert_actions is not None:  # the scripted expert's noiseless labels
+        group.create_dataset("expert_actions", data=traj.expert_actions)
     group.attrs["num_samples"] = len(traj.actions)
     for k, v in attrs.items():
         group.attrs[k] = v
@@ -152,8 +154,8 @@ def _check_demo(path: Path, key: str, demo: h5py.Group) -> None:
     if "obs" not in demo:
         raise DatasetError(f"{where}: missing 'obs' group")
     n = demo["actions"].shape[0]
-    for name in ("rewards", "dones"):
-        if demo[name].shape[0] != n:
+    for name in ("rewards", "dones", "expert_actions"):
+        if name in demo and demo[name].shape[0] != n:
             raise DatasetError(f"{where}: {name} has {demo[name].shape[0]} rows, actions has {n}")
     for k, ds in demo["obs"].items():
         if ds.shape[0] != n:
@@ -180,6 +182,7 @@ def load_demo(ref: DemoRef) -> dict[str, Any]:
             "actions": d["actions"][()],
             "rewards": d["rewards"][()],
             "dones": d["dones"][()],
+            **({"expert_actions": d["expert_actions"][()]} if "expert_actions" in d else {}),
             "attrs": dict(d.attrs),
         }
 
@@ -197,16 +200,22 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
 
 
 def iter_arrays(refs: list[DemoRef], key: str) -> Iterator[np.ndarray]:
+    """``key`` of every demo that has it (a demo-level dataset such as actions, or an observation)."""
     for ref in refs:
         with h5py.File(ref.path, "r") as f:
             d = f["data"][ref.key]
-            yield d[key][()] if key in d else d["obs"][key][()]
+            if key in d:
+                yield d[key][()]
+            elif key in d["obs"]:
+                yield d["obs"][key][()]
 
 
-def compute_stats(refs: list[DemoRef]) -> dict[str, dict[str, list[float]]]:
-    """Per-dimension mean, std, min, max of actions and proprio over all demos."""
+def compute_stats(refs: list[DemoRef], keys: tuple[str, ...] = ("actions", "expert_actions", "proprio")
+                  ) -> dict[str, dict[str, list[float]]]:
+    """Per-dimension mean, std, min, max of actions (executed and, where stored, the expert's
+    noiseless ones) and proprio over all demos."""
     out = {}
-    for key in ("actions", "proprio"):
+    for key in keys:
         arrays = list(iter_arrays(refs, key))
         if not arrays:
             continue

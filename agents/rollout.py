@@ -46,12 +46,14 @@ class Episode:
 @dataclass
 class Trajectory:
     """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
-    (the observation the action was chosen from)."""
+    (the observation the action was chosen from). ``expert_actions``: the noiseless action the
+    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert."""
 
     obs: dict[str, np.ndarray]
     actions: np.ndarray
     rewards: np.ndarray
     dones: np.ndarray
+    expert_actions: np.ndarray | None = None
 
 
 def expert_agent(env: gym.Env, noise: float = 0.0):
@@ -80,7 +82,7 @@ def run_episode(
     frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
     agent_t = env_t = 0.0
     steps, done = 0, False
-    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": []}
+    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": []}
     while not done:
         t0 = time.perf_counter()
         action = agent.act(obs, info)
@@ -88,6 +90,8 @@ def run_episode(
         if keep_trajectory:
             traj["obs"].append({k: v for k, v in obs.items() if k != "instruction"})
             traj["actions"].append(np.asarray(action, dtype=np.float32))
+            if getattr(agent, "last_plan", None) is not None:
+                traj["expert_actions"].append(np.asarray(agent.last_plan, dtype=np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
         if keep_trajectory:
             traj["rewards"].append(reward)
@@ -122,6 +126,8 @@ def _stack(traj: dict[str, list]) -> Trajectory:
         actions=np.stack(traj["actions"]).astype(np.float32),
         rewards=np.asarray(traj["rewards"], dtype=np.float32),
         dones=np.asarray(traj["dones"], dtype=bool),
+        expert_actions=(np.stack(traj["expert_actions"]).astype(np.float32)
+                        if len(traj["expert_actions"]) == len(traj["actions"]) else None),
     )
 
 

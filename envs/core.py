@@ -59,6 +59,9 @@ class Expert(abc.ABC):
             dimensions (in normalised units); the returned, executed action includes it,
             so recorded demonstrations show the recoveries it causes.
         seed: seeds the noise generator; ``None`` draws from the task's episode seed.
+
+    ``last_plan`` holds the noiseless action behind the latest ``act`` (DART's label: datasets
+    store it beside the executed action, so BC can learn the correction rather than the noise).
     """
 
     def __init__(self, task: Task, noise: float = 0.0, seed: int | None = None) -> None:
@@ -67,9 +70,11 @@ class Expert(abc.ABC):
         self.task = task
         self.noise = float(noise)
         self._noise_rng = np.random.default_rng(seed if seed is not None else task.episode_seed)
+        self.last_plan: Any = None
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         action = np.asarray(self.plan(obs, info), dtype=np.float32)
+        self.last_plan = np.clip(action, -1.0, 1.0).astype(np.float32)
         if self.noise > 0:
             action = action + self._noise_mask() * self._noise_rng.normal(0.0, self.noise, action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)

@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 
 from vlagym.agents.dataset import DemoRef, compute_stats, index_demos
 
+ACTION_KEYS = ("actions", "expert_actions")
+
 
 class DemoWindows(Dataset):
     """``torch.utils.data.Dataset`` of windows over one or many dataset folders or shards.
@@ -33,6 +35,9 @@ class DemoWindows(Dataset):
         shift: maximum random shift in pixels.
         jitter: brightness/contrast/saturation jitter strength in [0, 1).
         max_demos: use only the first ``max_demos`` demos (for data-efficiency studies).
+        action_key: the labels: ``"actions"`` (what was executed, noise included) or
+            ``"expert_actions"`` (the scripted expert's noiseless plan at the same states, DART's
+            labels; datasets collected since it was recorded).
 
     Each item is a dict:
         ``<image_key>``: uint8 (history, 3, H, W); ``obs_mask``: bool (history,);
@@ -50,7 +55,10 @@ class DemoWindows(Dataset):
         shift: int = 4,
         jitter: float = 0.1,
         max_demos: int | None = None,
+        action_key: str = "actions",
     ) -> None:
+        if action_key not in ACTION_KEYS:
+            raise ValueError(f"action_key must be one of {ACTION_KEYS}, got {action_key!r}")
         if history < 1 or horizon < 1:
             raise ValueError(f"history and horizon must be >= 1, got history={history}, horizon={horizon}")
         if not 0 <= jitter < 1:
@@ -63,6 +71,7 @@ class DemoWindows(Dataset):
         if not self.demos:
             raise ValueError(f"no demos in {self.paths}")
         self.history, self.horizon = history, horizon
+        self.action_key = action_key
         self.image_keys = tuple(image_keys)
         self.augment, self.shift, self.jitter = augment, shift, jitter
         self._index = [(d, t) for d, ref in enumerate(self.demos) for t in range(ref.length)]
@@ -75,6 +84,11 @@ class DemoWindows(Dataset):
             missing = [k for k in (*self.image_keys, "proprio") if k not in obs]
             if missing:
                 raise KeyError(f"{self.demos[0].path}: observations lack {missing}; have {sorted(obs)}")
+        if self.action_key != "actions":
+            for ref in self.demos:
+                if self.action_key not in self._file(ref.path)["data"][ref.key]:
+                    raise KeyError(f"{ref.path} [{ref.key}] has no {self.action_key!r} (collected before the "
+                                   f"expert's noiseless actions were stored); recollect it or train on 'actions'")
 
     def __len__(self) -> int:
         return len(self._index)
@@ -110,7 +124,7 @@ class DemoWindows(Dataset):
             "obs_mask": torch.from_numpy(obs_mask),
             "action_mask": torch.from_numpy(action_mask),
             "proprio": torch.from_numpy(demo["obs"]["proprio"][lo:t + 1][take_obs].astype(np.float32)),
-            "actions": torch.from_numpy(demo["actions"][t:hi][take_act].astype(np.float32)),
+            "actions": torch.from_numpy(demo[self.action_key][t:hi][take_act].astype(np.float32)),
             "instruction": ref.instruction,
             "index": torch.tensor([d, t]),
         }
@@ -122,8 +136,8 @@ class DemoWindows(Dataset):
         return item
 
     def action_stats(self) -> dict[str, list[float]]:
-        """Per-dimension mean, std, min, max of the actions (stats.json when it covers these demos)."""
-        return self._stats("actions")
+        """Per-dimension mean, std, min, max of the labels (stats.json when it covers these demos)."""
+        return self._stats(self.action_key)
 
     def proprio_stats(self) -> dict[str, list[float]]:
         return self._stats("proprio")
@@ -131,8 +145,10 @@ class DemoWindows(Dataset):
     def _stats(self, key: str) -> dict[str, list[float]]:
         stats_file = Path(self.paths[0]) / "stats.json"
         if self.max_demos is None and len(self.paths) == 1 and stats_file.exists():
-            return json.loads(stats_file.read_text())[key]
-        return compute_stats(self.demos)[key]
+            stats = json.loads(stats_file.read_text())
+            if key in stats:
+                return stats[key]
+        return compute_stats(self.demos, keys=(key,))[key]
 
 
 def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, jitter: float) -> torch.Tensor:

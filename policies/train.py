@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from vlagym.agents.dataset import env_args as dataset_env_args
-from vlagym.policies.data import DemoWindows
+from vlagym.policies.data import ACTION_KEYS, DemoWindows
 
 log = logging.getLogger(__name__)
 VAL_SEED_START = 1_000_000
@@ -61,6 +61,9 @@ class TrainConfig:
     """Random shift and colour jitter on training images."""
     max_demos: int | None = None
     """Use only the first N demos of the data (data-efficiency studies)."""
+    labels: str = "actions"
+    """Action labels: ``actions`` (executed, collection noise included) or ``expert_actions`` (the
+    expert's noiseless plan at each visited state, DART-style; datasets collected with noise record it)."""
     num_workers: int = 2
     """DataLoader worker processes."""
     seed: int = 0
@@ -93,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.labels not in ACTION_KEYS:
+            raise ValueError(f"labels must be one of {ACTION_KEYS}, got {self.labels!r}")
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
@@ -233,7 +238,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     env_args = dataset_env_args(cfg.data[0])
     eval_env = cfg.eval_env or env_args["env_name"]
-    probe = DemoWindows(cfg.data, max_demos=cfg.max_demos)
+    probe = DemoWindows(cfg.data, max_demos=cfg.max_demos, action_key=cfg.labels)
     stats = {"actions": probe.action_stats(), "proprio": probe.proprio_stats()}
     obs_space, act_space = _spaces(eval_env, env_args["env_kwargs"])
 
@@ -251,7 +256,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                                                       "resolved_policy": policy.config_dict()}, sort_keys=False))
     history, horizon = policy.window()
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
-                       max_demos=cfg.max_demos, image_keys=policy.image_keys())
+                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:

@@ -309,7 +309,7 @@ class NavExpert(Expert):
     def act(self, obs: dict[str, Any], info: dict[str, Any]):
         if not self.robot.discrete:
             return super().act(obs, info)
-        action = int(self.plan(obs, info))
+        action = self.last_plan = int(self.plan(obs, info))
         if self.noise > 0 and action != STOP and self._noise_rng.random() < self.noise:
             action = int(self._noise_rng.integers(FORWARD, RIGHT + 1))
         return action

@@ -124,3 +124,24 @@ def test_resume_after_kill(tmp_path):
     assert [r.seed for r in refs] == [r.seed for r in index_demos(reference)]
     a, b = load_demo(refs[7]), load_demo(index_demos(reference)[7])
     assert a["obs"]["rgb"].tobytes() == b["obs"]["rgb"].tobytes()
+
+
+def test_noisy_collection_stores_the_experts_noiseless_labels(tmp_path):
+    out = tmp_path / "noisy"
+    collect(CollectConfig(env=ENV, episodes=1, out=str(out), workers=1, env_kwargs=SMALL, noise=0.3))
+    ref = index_demos(out)[0]
+    demo = load_demo(ref)
+    executed, planned = demo["actions"], demo["expert_actions"]
+    assert planned.shape == executed.shape and planned.dtype == np.float32
+    # Noise moves the arm dimensions only; the gripper bit is never noised.
+    assert np.abs(executed[:, :4] - planned[:, :4]).mean() > 0.05
+    np.testing.assert_array_equal(executed[:, 4], planned[:, 4])
+    # Replaying the executed actions, the expert re-plans the stored label at every state.
+    env = gym.make(ENV, **SMALL)
+    obs, info = env.reset(seed=ref.seed)
+    expert = env.unwrapped.task.expert()
+    for t, action in enumerate(executed):
+        np.testing.assert_allclose(expert.act(obs, info), planned[t], atol=1e-6, err_msg=f"step {t}")
+        obs, _, _, _, info = env.step(action)
+    stats = json.loads((out / "stats.json").read_text())
+    assert set(stats) >= {"actions", "expert_actions", "proprio"}

@@ -63,3 +63,35 @@ def test_dataloader_with_workers_and_stats(dataset):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="history"):
         DemoWindows("unused", history=0)
+
+
+def test_expert_labels_replace_the_executed_actions(tmp_path):
+    out = tmp_path / "noisy"
+    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=1, out=str(out), workers=1, noise=0.3,
+                          env_kwargs={"image_size": 32}))
+    demo = load_demo(index_demos(out)[0])
+    executed = DemoWindows(out, horizon=3)
+    clean = DemoWindows(out, horizon=3, action_key="expert_actions")
+    assert len(demo["actions"]) >= 3
+    np.testing.assert_array_equal(clean[0]["actions"].numpy(), demo["expert_actions"][:3])
+    np.testing.assert_array_equal(executed[0]["actions"].numpy(), demo["actions"][:3])
+    assert clean.action_stats()["mean"] != executed.action_stats()["mean"]
+    with pytest.raises(ValueError, match="action_key"):
+        DemoWindows(out, action_key="plans")
+
+
+def test_expert_labels_missing_are_named(tmp_path):
+    import shutil
+
+    import h5py
+
+    out = tmp_path / "old"
+    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=1, out=str(out), workers=1,
+                          env_kwargs={"image_size": 32}))
+    shard = next(out.glob("shard_*.hdf5"))
+    with h5py.File(shard, "a") as f:  # a dataset from before expert labels were stored
+        del f["data/demo_0/expert_actions"]
+    assert DemoWindows(out)[0]["actions"].shape == (1, 5)
+    with pytest.raises(KeyError, match="expert_actions"):
+        DemoWindows(out, action_key="expert_actions")
+    shutil.rmtree(out)
