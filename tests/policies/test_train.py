@@ -44,6 +44,9 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(path, ["steps=0"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+    assert load_config(path, ["labels=expert_actions"]).labels == "expert_actions"
+    with pytest.raises(ValueError, match="labels must be one of"):
+        load_config(path, ["labels=clean"])
 
 
 def test_shipped_configs_load():
