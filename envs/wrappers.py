@@ -9,7 +9,12 @@ of Boxes that SB3's ``check_env`` accepts:
     384-d, L2-normalised so inside ``Box(-1, 1)``), computed once per distinct string;
   - ``kind="tokens"``: hashed word ids (crc32 of each lower-cased word modulo ``buckets``, the ids
     ``HashTextEncoder`` uses), padded with ``buckets`` to ``max_tokens`` words: an int64 ``Box``
-    (not ``MultiDiscrete``, which SB3 would one-hot into ``max_tokens * (buckets + 1)`` floats).
+    (not ``MultiDiscrete``, which SB3 would one-hot into ``max_tokens * (buckets + 1)`` floats);
+  - ``kind="clip"``: the token ids of an open_clip model's own tokenizer (``model`` is the open_clip
+    architecture, ``max_tokens`` its text context length; start and end tokens, zero-padded, cut at the
+    context length with the end token kept): an int64 ``Box(0, vocab_size - 1, (max_tokens,))``. This is
+    what ``vlagym rl --vl-model DIR`` uses, so the VL model's text tower reads the instruction
+    (``vlagym.policies.rl.VLFeaturesExtractor``); the tokenizer is built lazily, once per process.
 * images (``"rgb"``, ``"rgb_wrist"``, ``"rgb_map"``) stay uint8 and become channel-first ``(3, H, W)``;
 * ``"state"`` and ``"proprio"`` pass through unchanged.
 
@@ -28,7 +33,8 @@ from gymnasium import spaces
 
 from vlagym.policies.language import hash_word_ids
 
-INSTRUCTION_KINDS = ("sentence", "tokens")
+INSTRUCTION_KINDS = ("sentence", "tokens", "clip")
+SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 IMAGE_KEYS = ("rgb", "rgb_wrist", "rgb_map")
 
 
@@ -37,20 +43,26 @@ class InstructionEncoder:
     """Instruction string -> fixed-size numpy vector, cached per distinct string.
 
     Args:
-        kind: ``"sentence"`` (frozen pretrained embedding) or ``"tokens"`` (hashed word ids).
-        model: sentence encoder name or local directory (``kind="sentence"``).
+        kind: ``"sentence"`` (frozen pretrained embedding), ``"tokens"`` (hashed word ids) or ``"clip"``
+            (an open_clip tokenizer's ids).
+        model: sentence encoder name or local directory (``kind="sentence"``); the open_clip architecture
+            whose tokenizer to use (``kind="clip"``, required there, e.g. ``"vlagym-clip-tiny"``).
         buckets: hash buckets (``kind="tokens"``); id ``buckets`` is padding.
-        max_tokens: words kept (``kind="tokens"``); longer instructions are cut.
+        max_tokens: words kept (``kind="tokens"``), longer instructions are cut; the text context length
+            (``kind="clip"``: the VL model's, so its text tower reads every position).
     """
 
     kind: str = "sentence"
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    model: str = SENTENCE_MODEL
     buckets: int = 4096
     max_tokens: int = 24
 
     def __post_init__(self) -> None:
         if self.kind not in INSTRUCTION_KINDS:
             raise ValueError(f"InstructionEncoder.kind must be one of {INSTRUCTION_KINDS}, got {self.kind!r}")
+        if self.kind == "clip" and self.model == SENTENCE_MODEL:
+            raise ValueError("InstructionEncoder(kind='clip') needs model=<open_clip architecture> (the VL model's "
+                             f"arch, e.g. 'vlagym-clip-tiny'), got the sentence encoder {self.model!r}")
         if self.buckets < 2 or self.max_tokens < 1:
             raise ValueError(f"InstructionEncoder needs buckets >= 2 and max_tokens >= 1, got "
                              f"buckets={self.buckets}, max_tokens={self.max_tokens}")
@@ -66,7 +78,20 @@ class InstructionEncoder:
             raise ValueError(f"InstructionEncoder has no fields {unknown}")
         return cls(**data)
 
-    # The text encoder loads lazily (a worker process loads its own) and is not part of the dataclass.
+    # The text encoder and tokenizer load lazily (a worker process loads its own) and are not part of the dataclass.
+    def _tokenizer(self):
+        tok = _ENCODERS.get(self)
+        if tok is None:
+            import open_clip
+
+            from vlagym.vl.model import register_configs
+
+            register_configs()
+            if self.model not in open_clip.list_models():
+                raise ValueError(f"InstructionEncoder(kind='clip'): unknown open_clip architecture {self.model!r}")
+            tok = _ENCODERS[self] = open_clip.get_tokenizer(self.model, context_length=self.max_tokens)
+        return tok
+
     def _text_encoder(self):
         cache = _ENCODERS.get(self)
         if cache is None:
@@ -82,11 +107,26 @@ class InstructionEncoder:
     def space(self) -> spaces.Space:
         if self.kind == "tokens":
             return spaces.Box(0, self.buckets, (self.max_tokens,), np.int64)
+        if self.kind == "clip":
+            return spaces.Box(0, self.vocab_size - 1, (self.max_tokens,), np.int64)
         return spaces.Box(-1.0, 1.0, (self.dim,), np.float32)
 
     @property
     def dim(self) -> int:
-        return self.max_tokens if self.kind == "tokens" else int(self._text_encoder().dim)
+        return self.max_tokens if self.kind in ("tokens", "clip") else int(self._text_encoder().dim)
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the open_clip tokenizer's vocabulary (``kind="clip"``)."""
+        if self.kind != "clip":
+            raise ValueError(f"vocab_size is defined for kind='clip', not {self.kind!r}")
+        tok = self._tokenizer()
+        size = getattr(tok, "vocab_size", None)
+        if size is None and hasattr(tok, "tokenizer"):  # open_clip's HFTokenizer wraps a transformers one
+            size = len(tok.tokenizer)
+        if size is None:
+            raise ValueError(f"cannot tell the vocabulary size of {type(tok).__name__} ({self.model!r})")
+        return int(size)
 
     def __call__(self, text: str) -> np.ndarray:
         key = (self, text)
@@ -96,6 +136,8 @@ class InstructionEncoder:
                 ids = hash_word_ids(text, self.buckets)[: self.max_tokens]
                 out = np.full(self.max_tokens, self.buckets, dtype=np.int64)
                 out[: len(ids)] = ids
+            elif self.kind == "clip":
+                out = self._tokenizer()([text])[0].numpy().astype(np.int64)
             else:
                 import torch
 
@@ -159,7 +201,9 @@ class SB3Wrapper(gym.ObservationWrapper):
 
     Args:
         env: a vlagym env (``gym.make("vlagym/...")``).
-        instruction: an ``InstructionEncoder`` or its fields as a dict (default: the sentence encoder).
+        instruction: an ``InstructionEncoder`` or its fields as a dict (default: the sentence encoder);
+            ``{"kind": "clip", "model": ARCH, "max_tokens": CONTEXT_LENGTH}`` gives the instruction as an
+            open_clip model's token ids, for ``VLFeaturesExtractor`` (see the module docstring).
 
     The action space, rewards, ``terminated``/``truncated`` and ``info`` (``"success"`` every step) are
     the env's own.
@@ -187,5 +231,5 @@ def make_sb3_env(env_id: str, instruction: InstructionEncoder | dict | None = No
     return env
 
 
-__all__ = ["INSTRUCTION_KINDS", "InstructionEncoder", "SB3ObsTransform", "SB3Wrapper", "hash_word_ids",
-           "make_sb3_env", "sb3_observation"]
+__all__ = ["INSTRUCTION_KINDS", "SENTENCE_MODEL", "InstructionEncoder", "SB3ObsTransform", "SB3Wrapper",
+           "hash_word_ids", "make_sb3_env", "sb3_observation"]

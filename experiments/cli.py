@@ -227,7 +227,9 @@ def cmd_rl(args) -> int:
     from vlagym.experiments.rl import RLConfig, train_rl
 
     cfg = RLConfig(env=_env_ids([args.env])[0], algo=args.algo, timesteps=args.timesteps, out=args.out,
-                   env_kwargs=_kwargs(args.kwargs), instruction={"kind": args.instruction}, n_envs=args.n_envs,
+                   env_kwargs=_kwargs(args.kwargs), n_envs=args.n_envs,
+                   instruction={"kind": args.instruction} if args.instruction else None,
+                   vl_model=args.vl_model, vl_freeze=args.vl_freeze,
                    vec=args.vec, seed=args.seed, image_backbone=args.image_backbone, net_arch=args.net_arch,
                    learning_rate=args.lr, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
                    gamma=args.gamma, ent_coef=args.ent_coef, init_from=args.init_from,
@@ -549,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rl", formatter_class=fmt, help="reinforcement learning with stable-baselines3 (PPO, SAC)",
                        description="Train PPO or SAC on a vlagym env through the SB3 wrapper (instruction as a "
                                    "sentence embedding or token ids, channel-first images, a FiLM features "
-                                   "extractor), on the dense shaped reward, with vectorised envs, checkpoints, "
+                                   "extractor, or with --vl-model a vl-train model's towers), on the dense "
+                                   "shaped reward, with vectorised envs, checkpoints, "
                                    "TensorBoard and a learning curve of deterministic success on validation "
                                    "seeds; then evaluate on test seeds through the evaluator (report.json). "
                                    "Rerun the same command to resume. `vlagym eval --policy OUT` loads the model.")
@@ -563,13 +566,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", default=None, help="BC-Z checkpoint (policy or BC run folder) for PPO's actor")
     s.add_argument("--init-log-std", type=float, default=None,
                    help="initial log std of PPO's Gaussian (default 0; -2 with --init-from)")
-    s.add_argument("--instruction", choices=["sentence", "tokens"], default="sentence",
-                   help="instruction observation: MiniLM embedding or hashed word ids")
+    s.add_argument("--instruction", choices=["sentence", "tokens"], default=None,
+                   help="instruction observation: MiniLM embedding (sentence, used when not given) or hashed "
+                        "word ids; with --vl-model it is the VL model's token ids")
+    s.add_argument("--vl-model", default=None, metavar="DIR",
+                   help="vl-train model folder (or its run folder): the features extractor starts from its vision "
+                        "and text towers (needs camera images, not obs_mode=state)")
+    s.add_argument("--vl-freeze", action="store_true",
+                   help="keep the --vl-model towers' weights fixed (otherwise they train with the policy)")
     s.add_argument("--n-envs", type=int, default=2, help="parallel envs")
     s.add_argument("--vec", choices=["subproc", "dummy"], default="subproc", help="vectorised env kind")
     s.add_argument("--seed", type=int, default=0, help="seed of the model and the training envs")
-    s.add_argument("--image-backbone", choices=["cnn", "resnet18", "efficientnet_lite0"], default="cnn",
-                   help="FiLM vision encoder for pixel observations")
+    s.add_argument("--image-backbone", choices=["cnn", "resnet18", "efficientnet_lite0"], default=None,
+                   help="FiLM vision encoder for pixel observations (cnn when not given; not with --vl-model)")
     s.add_argument("--net-arch", type=int, nargs="+", default=[64, 64], help="actor/critic hidden layers")
     s.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     s.add_argument("--n-steps", type=int, default=256, help="PPO steps per env per rollout")

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    rl_config.json     the settings (checked on resume)
+    rl_config.json     the settings (checked on resume), with the VL model a run started from (``vl_model``, the
+                       SHA-256 of its weights) when ``--vl-model`` is given
     env_args.json      the env kwargs, so `vlagym eval --policy RUN` builds the same env
     checkpoints/       SB3 zips every --checkpoint-every steps (resume continues from the newest)
     tb/                TensorBoard: SB3's losses, rollout/success_rate, eval/success_rate
@@ -54,16 +55,18 @@ class RLConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Env keyword arguments (``obs_mode``, ``image_size``, ``action_mode``, ...); ``reward_type`` defaults
     to ``"dense"``."""
-    instruction: dict[str, Any] = field(default_factory=lambda: {"kind": "sentence"})
-    """``InstructionEncoder`` fields: ``{"kind": "sentence"}`` (MiniLM embedding) or ``{"kind": "tokens"}``."""
+    instruction: dict[str, Any] | None = None
+    """``InstructionEncoder`` fields: ``{"kind": "sentence"}`` (MiniLM embedding, the default) or ``{"kind":
+    "tokens"}``; with ``vl_model``, the VL model's token ids (``{"kind": "clip", ...}``, set by the run)."""
     n_envs: int = 2
     """Parallel envs."""
     vec: str = "subproc"
     """``"subproc"`` (SubprocVecEnv, one process per env) or ``"dummy"`` (DummyVecEnv, in process)."""
     seed: int = 0
     """Seeds the model and the training envs (env i starts from seed + i)."""
-    image_backbone: str = "cnn"
-    """Vision encoder for pixel observations (``vlagym.policies.rl.IMAGE_BACKBONES``)."""
+    image_backbone: str | None = None
+    """Vision encoder for pixel observations (``vlagym.policies.rl.IMAGE_BACKBONES``; default ``"cnn"``); none
+    with ``vl_model``, whose vision tower is the encoder."""
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the actor and critic MLPs on top of the features."""
     learning_rate: float = 3e-4
@@ -80,6 +83,14 @@ class RLConfig:
     """SAC: random steps before learning."""
     init_from: str | None = None
     """A BC-Z checkpoint (policy or BC run folder) to start the PPO actor from."""
+    vl_model: str | None = None
+    """A ``vlagym vl-train`` model folder (or its run folder): the features extractor is its vision and text
+    towers (``VLFeaturesExtractor``) and the instruction its token ids. Recorded as the model folder's absolute
+    path."""
+    vl_freeze: bool = False
+    """Keep the VL towers' weights fixed (default: they train with the policy)."""
+    vl_weights_sha256: str | None = None
+    """Set by the run: SHA-256 of the VL weights file it started from (a resume refuses other weights)."""
     init_log_std: float | None = None
     """Initial log standard deviation of PPO's Gaussian (default 0; -2 with ``init_from``, to stay near BC)."""
     max_minutes: float | None = None
@@ -117,6 +128,22 @@ class RLConfig:
             raise ValueError("RLConfig.test_episodes and videos must be >= 0")
         if self.init_from is not None and self.algo != "ppo":
             raise ValueError("init_from (BC initialisation) is supported for PPO only")
+        if self.vl_model is not None:
+            if self.init_from is not None:
+                raise ValueError(f"vl_model={self.vl_model!r} and init_from={self.init_from!r} both choose the "
+                                 "features extractor; pass one")
+            if self.image_backbone is not None:
+                raise ValueError(f"image_backbone={self.image_backbone!r} does not apply with vl_model: the VL "
+                                 "model's vision tower encodes the images")
+            kind = (self.instruction or {}).get("kind", "clip")
+            if kind != "clip":
+                raise ValueError(f"with vl_model the instruction is the VL model's token ids (kind 'clip'), "
+                                 f"got instruction kind {kind!r}")
+        else:
+            if self.vl_freeze:
+                raise ValueError("vl_freeze needs vl_model (the towers to freeze)")
+            self.image_backbone = self.image_backbone or "cnn"
+            self.instruction = {"kind": "sentence"} if self.instruction is None else dict(self.instruction)
         self.env_kwargs = {"reward_type": "dense", **dict(self.env_kwargs)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,13 +198,54 @@ def _adopt_bc(cfg: RLConfig):
     return bc_policy
 
 
-def build_model(cfg: RLConfig, venv, bc_policy=None):
+def _adopt_vl(cfg: RLConfig) -> dict[str, Any]:
+    """Resolve ``vl_model`` to its model folder, record it (absolute path, weights SHA-256) and make the
+    instruction the VL model's token ids; returns the extractor's ``vl_config``."""
+    import hashlib
+
+    from vlagym.policies.rl import read_vl_extractor_config, vl_instruction
+    from vlagym.vl.model import WEIGHTS, resolve_model_dir
+
+    directory = resolve_model_dir(cfg.vl_model).resolve()
+    vl_config = read_vl_extractor_config(directory)
+    weights = directory / WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing; is {directory} a model folder written by vl-train?")
+    if cfg.env_kwargs.get("obs_mode") == "state":
+        raise ValueError(f"the VL model in {directory} has an image encoder, but the env is made with "
+                         "obs_mode='state' (no image); drop obs_mode=state from the env kwargs")
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    cfg.vl_model, cfg.vl_weights_sha256 = str(directory), digest.hexdigest()
+    cfg.instruction = vl_instruction(vl_config)
+    return vl_config
+
+
+def build_model(cfg: RLConfig, venv, bc_policy=None, vl_config: dict[str, Any] | None = None):
+    """A fresh PPO or SAC model for ``cfg`` on ``venv``: features from BC-Z (``bc_policy``, PPO only), from the
+    VL model's towers (``vl_config`` from ``_adopt_vl``; weights loaded from ``cfg.vl_model``) or
+    ``VLAFeaturesExtractor``."""
     from stable_baselines3 import PPO, SAC
 
-    from vlagym.policies.rl import BCZFeaturesExtractor, VLAFeaturesExtractor, init_actor_from_bcz
+    from vlagym.policies.rl import (
+        BCZFeaturesExtractor,
+        VLAFeaturesExtractor,
+        VLFeaturesExtractor,
+        init_actor_from_bcz,
+        load_vl_weights,
+    )
 
     common = dict(seed=cfg.seed, device=cfg.device, tensorboard_log=str(Path(cfg.out) / "tb"), verbose=0)
-    if bc_policy is not None:
+    if vl_config is not None:
+        policy_kwargs = dict(
+            features_extractor_class=VLFeaturesExtractor,
+            features_extractor_kwargs={"vl_config": vl_config, "freeze": cfg.vl_freeze,
+                                       "instruction": cfg.instruction},
+            normalize_images=False, net_arch=list(cfg.net_arch),
+        )
+    elif bc_policy is not None:
         policy_kwargs = dict(
             features_extractor_class=BCZFeaturesExtractor,
             features_extractor_kwargs={"bcz_config": bc_policy.config.to_dict(), "instruction": cfg.instruction},
@@ -198,15 +266,18 @@ def build_model(cfg: RLConfig, venv, bc_policy=None):
                     policy_kwargs=policy_kwargs, **common)
         if bc_policy is not None:
             init_actor_from_bcz(model.policy, bc_policy, -2.0 if cfg.init_log_std is None else cfg.init_log_std)
-        return model
-    from gymnasium import spaces
+    else:
+        from gymnasium import spaces
 
-    if not isinstance(venv.action_space, spaces.Box):
-        raise ValueError(f"SAC needs a continuous (Box) action space; {cfg.env} has {venv.action_space} "
-                         "(for navigation pass env kwargs action_mode=continuous)")
-    return SAC("MultiInputPolicy", venv, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
-               learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
-               policy_kwargs=policy_kwargs, **common)
+        if not isinstance(venv.action_space, spaces.Box):
+            raise ValueError(f"SAC needs a continuous (Box) action space; {cfg.env} has {venv.action_space} "
+                             "(for navigation pass env kwargs action_mode=continuous)")
+        model = SAC("MultiInputPolicy", venv, learning_rate=cfg.learning_rate, buffer_size=cfg.buffer_size,
+                    learning_starts=cfg.learning_starts, batch_size=cfg.batch_size, gamma=cfg.gamma,
+                    policy_kwargs=policy_kwargs, **common)
+    if vl_config is not None:
+        load_vl_weights(model.policy, cfg.vl_model)
+    return model
 
 
 # --- callbacks -------------------------------------------------------------------------------------------------
@@ -382,9 +453,11 @@ def train_rl(cfg: RLConfig) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
-    bc_policy = None
+    bc_policy = vl_config = None
     if cfg.init_from:
         bc_policy = _adopt_bc(cfg)
+    if cfg.vl_model:
+        vl_config = _adopt_vl(cfg)
     _check_resume(run, cfg)
     atomic_write_text(run / "rl_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     env_kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "reward_type"}
@@ -400,7 +473,7 @@ def train_rl(cfg: RLConfig) -> dict[str, Any]:
             prior = read_curve(run)
             t0 -= float(prior[-1]["wall_s"]) if prior else 0.0
         else:
-            model = build_model(cfg, venv, bc_policy)
+            model = build_model(cfg, venv, bc_policy, vl_config)
         trained = model.num_timesteps < cfg.timesteps
         if trained:
             model.learn(cfg.timesteps - model.num_timesteps, callback=_sb3_callbacks(cfg, run, t0),

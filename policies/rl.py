@@ -1,4 +1,4 @@
-"""stable-baselines3 parts: a language-conditioned features extractor and BC initialisation of the actor.
+"""stable-baselines3 parts: language-conditioned features extractors, started from a vl-train model or a BC-Z policy.
 
 ``VLAFeaturesExtractor`` reads the observations ``vlagym.envs.wrappers.SB3Wrapper`` produces:
 
@@ -13,6 +13,10 @@
 The features are ``[image features..., vectors..., instruction features]``. Build SB3 policies with
 ``normalize_images=False``: the encoders scale uint8 images themselves.
 
+``VLFeaturesExtractor`` + ``load_vl_weights`` start the features from a ``vlagym vl-train`` model (``vlagym rl
+--vl-model DIR``): its vision tower encodes each image, its text tower the instruction given as the model's
+own token ids (``SB3Wrapper`` instruction kind ``"clip"``, see ``vl_instruction``).
+
 ``BCZFeaturesExtractor`` + ``init_actor_from_bcz`` start PPO's actor as a trained BC-Z policy: the
 extractor is BC-Z's FiLM-ResNet and MLP trunk, and the action head is BC-Z's first-step heads folded
 into one linear layer (continuous z-scores de-normalised; gripper logits as the Gaussian mean, whose
@@ -21,6 +25,7 @@ sign the env reads), so the deterministic PPO action equals ``BCZPolicy.act``'s 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -123,6 +128,9 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
             raise ValueError(
                 f"VLAFeaturesExtractor needs an SB3Wrapper Dict space with 'instruction', got {observation_space}"
             )
+        if (instruction or {}).get("kind") == "clip":
+            raise ValueError("instruction kind 'clip' (a VL model's token ids) is read by VLFeaturesExtractor, "
+                             "not VLAFeaturesExtractor")
         text = InstructionFeatures(observation_space["instruction"], token_dim)
         image_keys = [k for k, s in observation_space.spaces.items() if _is_image(s)]
         vector_keys = [k for k, s in observation_space.spaces.items()
@@ -159,6 +167,171 @@ class VLAFeaturesExtractor(BaseFeaturesExtractor):
         feats += [observations[k].float().flatten(1) for k in self.vector_keys]
         feats.append(cond)
         return torch.cat(feats, dim=1)
+
+
+# --- a vl-train model's towers ---------------------------------------------------------------------------------
+VL_CONFIG_KEYS = ("arch", "model_cfg", "image_size", "image_mean", "image_std")
+
+
+def read_vl_extractor_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The architecture part of a vl-train model's ``vl_config.json`` (``VL_CONFIG_KEYS``), given the model folder
+    or its run folder: what ``VLFeaturesExtractor`` takes as ``vl_config``."""
+    from vlagym.vl.model import read_vl_config, resolve_model_dir
+
+    directory = resolve_model_dir(directory)
+    cfg = read_vl_config(directory)
+    missing = [k for k in VL_CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"{directory}/vl_config.json lacks {missing}; is it a model folder written by vl-train?")
+    return {k: cfg[k] for k in VL_CONFIG_KEYS}
+
+
+def vl_instruction(vl_config: dict[str, Any]) -> dict[str, Any]:
+    """``InstructionEncoder`` fields that give the instruction as the VL model's token ids: its architecture's
+    tokenizer at its text context length (``model_cfg["text_cfg"]`` replaces the architecture's, as in open_clip)."""
+    import open_clip
+
+    from vlagym.vl.model import register_configs
+
+    register_configs()
+    arch = vl_config["arch"]
+    model_cfg = vl_config.get("model_cfg") or {}
+    base = open_clip.get_model_config(arch)
+    if "text_cfg" not in model_cfg and base is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    text_cfg = model_cfg["text_cfg"] if "text_cfg" in model_cfg else base["text_cfg"]
+    return {"kind": "clip", "model": arch, "max_tokens": int(text_cfg.get("context_length", 77))}
+
+
+class VLFeaturesExtractor(BaseFeaturesExtractor):
+    """Features from a ``vlagym vl-train`` model's vision and text towers (``vlagym rl --vl-model DIR``).
+
+    Each image (uint8 ``(B, 3, H, W)``) is resized (bilinear, antialiased) to the towers' ``image_size`` when
+    the env renders another size, normalised with the model's mean and std and encoded by the vision tower
+    (one tower for every camera); the instruction, the VL tokenizer's ids ``(B, context_length)`` (``SB3Wrapper``
+    instruction kind ``"clip"``), is encoded by the text tower. The features are a plain concatenation, no
+    FiLM: ``[image embedding per image key..., flattened vectors..., text embedding]``, ``(B, n_images * E +
+    vec_dim + E)``, with both embeddings L2-normalised as in contrastive training, so the actor and critic
+    heads see the joint image-text space the model was trained in.
+
+    The constructor builds the architecture with fresh weights; ``load_vl_weights`` copies the model folder's
+    weights in. SB3's ``load`` restores them from the saved zip instead, so a saved model reloads without the
+    folder. Build SB3 policies with ``normalize_images=False``.
+
+    Args:
+        observation_space: the ``SB3Wrapper`` space, with at least one image and the ``"clip"`` instruction.
+        vl_config: the model folder's config (``read_vl_extractor_config``): ``arch``, ``model_cfg``,
+            ``image_size``, ``image_mean``, ``image_std``.
+        freeze: keep the towers' weights fixed (no gradients, eval mode); by default they train with the policy.
+        instruction: the wrapper's ``InstructionEncoder`` fields (``vl_instruction(vl_config)``), checked and kept
+            with the saved model so an evaluator can rebuild the observations.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, vl_config: dict[str, Any], freeze: bool = False,
+                 instruction: dict[str, Any] | None = None) -> None:
+        from vlagym.vl.model import build_model
+
+        if not isinstance(observation_space, spaces.Dict) or "instruction" not in observation_space.spaces:
+            raise ValueError(
+                f"VLFeaturesExtractor needs an SB3Wrapper Dict space with 'instruction', got {observation_space}"
+            )
+        missing = [k for k in VL_CONFIG_KEYS if k not in vl_config]
+        if missing:
+            raise ValueError(f"VLFeaturesExtractor's vl_config lacks {missing} (see read_vl_extractor_config)")
+        cfg = {k: vl_config[k] for k in VL_CONFIG_KEYS}
+        text_space = observation_space["instruction"]
+        fields = dict(instruction or {})
+        if fields and (fields.get("kind"), fields.get("model")) != ("clip", cfg["arch"]):
+            raise ValueError(f"VLFeaturesExtractor reads the VL model's token ids (instruction kind 'clip', model "
+                             f"{cfg['arch']!r}; see vl_instruction), got instruction {fields}")
+        if not _is_tokens(text_space) or len(text_space.shape) != 1:
+            raise ValueError("VLFeaturesExtractor reads the VL model's token ids (SB3Wrapper instruction="
+                             f"vl_instruction(vl_config)), got an instruction space {text_space}")
+        image_keys = [k for k, s in observation_space.spaces.items() if _is_image(s)]
+        if not image_keys:
+            raise ValueError(f"the VL model ({cfg['arch']}) has an image encoder, but the observation holds no "
+                             f"image (keys {sorted(observation_space.spaces)}); make the env with obs_mode='rgb' "
+                             "(the default), not obs_mode='state'")
+        vector_keys = [k for k in observation_space.spaces if k != "instruction" and k not in image_keys]
+        for k in vector_keys:
+            if not isinstance(observation_space[k], spaces.Box):
+                raise ValueError(f"observation {k!r} has space {observation_space[k]}; expected a Box")
+        size = int(cfg["image_size"])
+        clip = build_model(cfg["arch"], cfg["model_cfg"], size)
+        context = getattr(clip, "context_length", None)
+        if context is not None and text_space.shape[0] > context:
+            raise ValueError(f"the instruction has {text_space.shape[0]} tokens, the VL text tower reads at most "
+                             f"{context}; wrap the env with instruction=vl_instruction(vl_config)")
+        vocab = getattr(clip, "vocab_size", None)
+        if vocab is not None and int(text_space.high.max()) >= vocab:
+            raise ValueError(f"instruction ids go up to {int(text_space.high.max())}, the VL text tower has "
+                             f"{vocab} tokens; wrap the env with instruction=vl_instruction(vl_config)")
+        with torch.no_grad():
+            embed_dim = int(clip.encode_image(torch.zeros(1, 3, size, size)).shape[1])
+        vec_dim = sum(int(np.prod(observation_space[k].shape)) for k in vector_keys)
+        super().__init__(observation_space, features_dim=len(image_keys) * embed_dim + vec_dim + embed_dim)
+        self.clip = clip
+        self.vl_config, self.freeze, self.instruction = cfg, bool(freeze), instruction
+        self.image_keys, self.vector_keys = image_keys, vector_keys
+        self.image_size, self.embed_dim = size, embed_dim
+        self.register_buffer("mean", torch.tensor(cfg["image_mean"], dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["image_std"], dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        if self.freeze:
+            self.clip.requires_grad_(False)
+            self.clip.eval()
+
+    def train(self, mode: bool = True) -> VLFeaturesExtractor:
+        super().train(mode)
+        if self.freeze:
+            self.clip.eval()
+        return self
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8-valued ``(B, 3, H, W)`` -> L2-normalised ``(B, E)`` image embeddings."""
+        x = images.float() / 255.0
+        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                          align_corners=False, antialias=True)
+        return self.clip.encode_image((x - self.mean) / self.std, normalize=True)
+
+    def encode_instruction(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids ``(B, L)`` (any dtype holding integers) -> L2-normalised ``(B, E)`` text embeddings."""
+        return self.clip.encode_text(ids.long(), normalize=True)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            images = [self.encode_images(observations[k]) for k in self.image_keys]
+            text = self.encode_instruction(observations["instruction"])
+        vectors = [observations[k].float().flatten(1) for k in self.vector_keys]
+        return torch.cat([*images, *vectors, text], dim=1)
+
+
+@torch.no_grad()
+def load_vl_weights(module: nn.Module, directory: str | os.PathLike) -> int:
+    """Copy a vl-train model's weights (the model folder or its run folder) into every ``VLFeaturesExtractor``
+    inside ``module``: an SB3 policy's shared extractor, or the separate actor and critic ones (SAC's target
+    critic included). Returns how many extractors were loaded."""
+    from safetensors.torch import load_file
+
+    from vlagym.vl.model import WEIGHTS, resolve_model_dir
+
+    directory = resolve_model_dir(directory)
+    cfg = read_vl_extractor_config(directory)
+    weights = directory / WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} is missing; is {directory} a model folder written by vl-train?")
+    extractors = [m for m in module.modules() if isinstance(m, VLFeaturesExtractor)]
+    if not extractors:
+        raise TypeError(f"load_vl_weights found no VLFeaturesExtractor in {type(module).__name__}")
+    state = load_file(str(weights))
+    for ext in extractors:
+        differ = [k for k in VL_CONFIG_KEYS if ext.vl_config[k] != cfg[k]]
+        if differ:
+            raise ValueError(f"the extractor was built for another VL architecture than {directory} ({differ} differ)")
+        ext.clip.load_state_dict(state)
+    return len(extractors)
 
 
 # --- BC-Z initialisation --------------------------------------------------------------------------------------
@@ -263,5 +436,10 @@ __all__ = [
     "IMAGE_BACKBONES",
     "InstructionFeatures",
     "VLAFeaturesExtractor",
+    "VLFeaturesExtractor",
+    "VL_CONFIG_KEYS",
     "init_actor_from_bcz",
+    "load_vl_weights",
+    "read_vl_extractor_config",
+    "vl_instruction",
 ]

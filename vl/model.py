@@ -171,6 +171,8 @@ def read_vl_config(directory: str | os.PathLike) -> dict[str, Any]:
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """A vl-train model folder, given it or the run folder holding ``model/``."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; pass a vl-train run or model folder")
     if (path / CONFIG).exists():
         return path
     if (path / "model" / CONFIG).exists():

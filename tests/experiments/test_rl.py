@@ -1,4 +1,5 @@
-"""``vlagym rl``: a tiny PPO run through the CLI, its evaluation by ``vlagym eval``, resume, SAC, BC init."""
+"""``vlagym rl``: a tiny PPO run through the CLI, its evaluation by ``vlagym eval``, resume, SAC, BC init, and
+PPO started from a vl-train model (``--vl-model``)."""
 
 from __future__ import annotations
 
@@ -149,3 +150,132 @@ def test_init_from_a_bcz_checkpoint_starts_as_the_bc_policy(tmp_path):
     env.close()
     summary = train_rl(cfg)  # and the run itself goes through
     assert [int(r["timesteps"]) for r in summary["curve"]] == [0, 32]
+
+
+# --- --vl-model: PPO from a vl-train model's towers -------------------------------------------------------------
+VL_MICRO = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+VL_TINY = [a for a in TINY if a not in ("--instruction", "tokens")]
+
+
+def _vl_run_folder(path, seed):
+    """A vl-train run folder (``model/`` inside) with untrained micro towers."""
+    import torch
+
+    from vlagym.vl.model import VLModel
+
+    torch.manual_seed(seed)
+    VLModel("vlagym-clip-tiny", VL_MICRO, 32).save(path / "model")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vl_ppo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlrl")
+    vl = _vl_run_folder(root / "vl", seed=0)
+    out = root / "touch"
+    res = vlagym("rl", "--env", TOUCH, "--timesteps", "256", "--kwargs", "image_size=32", "--vl-model", str(vl),
+                 "--out", str(out), "--test-episodes", "2", *VL_TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root, vl, out
+
+
+@pytest.mark.slow
+def test_ppo_from_a_vl_model_records_it_and_vlagym_eval_loads_it(vl_ppo_run, tmp_path):
+    import hashlib
+
+    from vlagym.policies.rl import VLFeaturesExtractor
+
+    root, vl, out = vl_ppo_run
+    cfg = json.loads((out / "rl_config.json").read_text())
+    weights = vl / "model" / "open_clip_model.safetensors"
+    assert cfg["vl_model"] == str((vl / "model").resolve()) and cfg["vl_freeze"] is False
+    assert cfg["vl_weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert cfg["instruction"] == {"kind": "clip", "model": "vlagym-clip-tiny", "max_tokens": 24}
+    assert cfg["image_backbone"] is None
+    assert [int(r["timesteps"]) for r in read_curve(out)] == [0, 128, 256]
+    assert json.loads((out / "eval" / "report.json").read_text())["agents"]["policy"]["overall"]["episodes"] == 2
+    agent = PolicyAgent.load(out)
+    ext = agent.model.policy.features_extractor
+    assert isinstance(ext, VLFeaturesExtractor) and agent.instruction.kind == "clip"
+    assert agent.model.policy.features_extractor.clip.visual.conv1.weight.requires_grad  # trained, not frozen
+    moved = root / "vl_moved"  # the zip holds the towers: evaluation needs no VL folder
+    vl.rename(moved)
+    try:
+        res = vlagym("eval", "--policy", str(out), "--env", TOUCH, "--episodes", "2", "--workers", "1",
+                     "--no-expert", "--out", str(tmp_path / "eval"))
+    finally:
+        moved.rename(vl)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["policy"].endswith("model.zip") and report["agents"]["policy"]["overall"]["episodes"] == 2
+    own = json.loads((out / "eval" / "report.json").read_text())["agents"]["policy"]["episodes"]
+    assert [e["steps"] for e in report["agents"]["policy"]["episodes"]] == [e["steps"] for e in own]
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_vl_model(vl_ppo_run):
+    from vlagym.experiments.rl import _adopt_vl, _check_resume
+
+    root, vl, out = vl_ppo_run
+    other = _vl_run_folder(root / "vl_other", seed=1)
+    settings = dict(env=TOUCH, timesteps=384, out=str(out), env_kwargs={"image_size": 32}, vec="dummy",
+                    n_steps=64, batch_size=32, n_epochs=2, eval_every=128, eval_episodes=2, checkpoint_every=128)
+    with pytest.raises(ValueError, match=r"different settings \(vl_model, vl_weights_sha256\)"):
+        train_rl(RLConfig(vl_model=str(other), **settings))
+    assert latest_checkpoint(out)[1] == 256
+    same = RLConfig(vl_model=str(vl / "model"), **settings)  # the model folder itself, not the run folder
+    _adopt_vl(same)
+    _check_resume(out, same)  # accepted: the same model folder
+
+
+def test_vl_model_starts_the_extractor_from_its_weights(tmp_path):
+    """Before any update, every tower tensor of the SB3 model (SAC: actor, critic, target critic) is the saved one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vlagym.experiments.rl import _adopt_vl, build_model, make_vec_env
+    from vlagym.policies.rl import VLFeaturesExtractor
+
+    vl = _vl_run_folder(tmp_path / "vl", seed=0)
+    saved = load_file(str(vl / "model" / "open_clip_model.safetensors"))
+    cfg = RLConfig(env="vlagym/NavObjectGoal-v0", algo="sac", timesteps=8, out=str(tmp_path / "sac"),
+                   env_kwargs={"image_size": 32, "action_mode": "continuous"}, vl_model=str(vl), vl_freeze=True,
+                   vec="dummy", n_envs=1, buffer_size=64, test_episodes=0)
+    vl_config = _adopt_vl(cfg)
+    venv = make_vec_env(cfg)
+    try:
+        model = build_model(cfg, venv, vl_config=vl_config)
+    finally:
+        venv.close()
+    extractors = [m for m in model.policy.modules() if isinstance(m, VLFeaturesExtractor)]
+    assert len(extractors) == 3
+    for ext in extractors:
+        assert ext.freeze and not any(p.requires_grad for p in ext.clip.parameters())
+        state = ext.clip.state_dict()
+        for key, value in saved.items():
+            assert torch.equal(state[key], value), key
+
+
+def test_vl_model_errors_name_the_folder_and_the_missing_images(tmp_path):
+    base = dict(env=TOUCH, timesteps=8, out=str(tmp_path / "x"), vec="dummy", n_envs=1, test_episodes=0)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope'} does not exist"):
+        train_rl(RLConfig(vl_model=str(tmp_path / "nope"), **base))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(FileNotFoundError, match="plain holds no vl_config.json"):
+        train_rl(RLConfig(vl_model=str(tmp_path / "plain"), **base))
+    vl = _vl_run_folder(tmp_path / "vl", seed=0)
+    with pytest.raises(ValueError, match=r"has an image encoder, but the env is made with obs_mode='state'"):
+        train_rl(RLConfig(vl_model=str(vl), env_kwargs={"obs_mode": "state"}, **base))
+    with pytest.raises(ValueError, match="instruction is the VL model's token ids"):
+        RLConfig(vl_model=str(vl), instruction={"kind": "tokens"}, **base)
+    with pytest.raises(ValueError, match="does not apply with vl_model"):
+        RLConfig(vl_model=str(vl), image_backbone="resnet18", **base)
+    with pytest.raises(ValueError, match="vl_freeze needs vl_model"):
+        RLConfig(vl_freeze=True, **base)
+    res = vlagym("rl", "--env", TOUCH, "--timesteps", "8", "--vl-model", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "y"))
+    assert res.returncode == 2 and f"{tmp_path / 'nope'} does not exist" in res.stderr
