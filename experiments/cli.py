@@ -233,7 +233,8 @@ def cmd_rl(args) -> int:
                    vec=args.vec, seed=args.seed, image_backbone=args.image_backbone, net_arch=args.net_arch,
                    learning_rate=args.lr, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
                    gamma=args.gamma, ent_coef=args.ent_coef, init_from=args.init_from,
-                   init_log_std=args.init_log_std, max_minutes=args.max_minutes, eval_every=args.eval_every,
+                   init_log_std=args.init_log_std, critic_warmup=args.critic_warmup, max_minutes=args.max_minutes,
+                   eval_every=args.eval_every,
                    eval_episodes=args.eval_episodes,
                    checkpoint_every=args.checkpoint_every, test_episodes=args.test_episodes, videos=args.videos,
                    workers=args.workers, device=args.device)
@@ -586,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
     s.add_argument("--gamma", type=float, default=0.99, help="discount")
     s.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus")
+    s.add_argument("--critic-warmup", type=int, default=0,
+                   help="PPO: steps at the start during which only the critic learns (use with --init-from)")
     s.add_argument("--max-minutes", type=float, default=None,
                    help="wall-clock budget of the training: stop early, save and evaluate when it runs out")
     s.add_argument("--eval-every", type=int, default=10_000, help="steps between learning-curve points")

@@ -93,6 +93,10 @@ class RLConfig:
     """Set by the run: SHA-256 of the VL weights file it started from (a resume refuses other weights)."""
     init_log_std: float | None = None
     """Initial log standard deviation of PPO's Gaussian (default 0; -2 with ``init_from``, to stay near BC)."""
+    critic_warmup: int = 0
+    """PPO: environment steps at the start during which only the critic learns (the actor, its encoder and
+    its log std frozen). With ``init_from``, a randomly initialised critic's advantages otherwise push
+    the BC actor in random directions and its success falls before the critic knows anything."""
     max_minutes: float | None = None
     """Wall-clock budget of this invocation's training: stop (saving, evaluating) when it runs out."""
     eval_every: int = 10_000
@@ -122,6 +126,10 @@ class RLConfig:
                      "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"RLConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.critic_warmup < 0:
+            raise ValueError(f"RLConfig.critic_warmup must be >= 0, got {self.critic_warmup!r}")
+        if self.critic_warmup and self.algo != "ppo":
+            raise ValueError("RLConfig.critic_warmup is for PPO (SAC's actor and critics train from a replay buffer)")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"RLConfig.max_minutes must be > 0, got {self.max_minutes!r}")
         if self.test_episodes < 0 or self.videos < 0:
@@ -321,6 +329,10 @@ def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
             buf = [ep["success"] for ep in self.model.ep_info_buffer if "success" in ep]
             if buf:
                 self.logger.record("rollout/success_rate", float(np.mean(buf)))
+            # Called right before PPO's update on the rollout just collected.
+            frozen = self.model.num_timesteps <= cfg.critic_warmup
+            set_actor_trainable(self.model.policy, not frozen)
+            self.logger.record("train/actor_frozen", float(frozen))
 
         def _on_training_end(self) -> None:
             # The last rollout overshoots `timesteps` by up to n_steps * n_envs; one point at the end is enough.
@@ -338,6 +350,25 @@ def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
 
     every = max(cfg.checkpoint_every // cfg.n_envs, 1)
     return [CurveCallback(), CheckpointCallback(every, str(run / "checkpoints"), name_prefix="rl_model")]
+
+
+def actor_parameters(policy) -> list:
+    """The parameters that only shape PPO's action distribution: the action head, the log std, the
+    actor's MLP and, when the actor has its own, its features extractor."""
+    modules = [policy.action_net, policy.mlp_extractor.policy_net]
+    if not policy.share_features_extractor:
+        modules.append(policy.pi_features_extractor)
+    params = [p for m in modules for p in m.parameters()]
+    if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
+        params.append(policy.log_std)
+    return params
+
+
+def set_actor_trainable(policy, trainable: bool) -> None:
+    """Freeze or release the actor (``actor_parameters``); the critic always trains. With a shared features
+    extractor the encoder keeps training through the value loss."""
+    for p in actor_parameters(policy):
+        p.requires_grad_(trainable)
 
 
 def validation_point(model, cfg: RLConfig, t0: float) -> dict[str, Any]:

@@ -99,6 +99,50 @@ def test_bad_settings_are_named(tmp_path):
         RLConfig(env="vlagym/Nope-v0")
 
 
+def _tiny_bcz(bc_dir, env):
+    import torch
+
+    from vlagym.policies import make_policy
+
+    torch.manual_seed(0)
+    bcz = make_policy("bcz", env.observation_space, env.action_space, text_encoder="hash", text_dim=16,
+                      hidden_dim=32, horizon=2)
+    torch.nn.init.normal_(bcz.continuous_head.weight, std=0.3)  # move, so rollouts differ if actions do
+    bcz.save_pretrained(bc_dir)
+    (bc_dir / "env_args.json").write_text(json.dumps({"env_kwargs": {"image_size": 64}}))
+    return bc_dir
+
+
+def test_critic_warmup_trains_the_critic_alone_then_releases_the_actor(tmp_path):
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+
+    from vlagym.experiments.rl import _adopt_bc, actor_parameters, build_model, make_vec_env
+
+    bc_dir = _tiny_bcz(tmp_path / "bcz", gym.make(TOUCH, image_size=64))
+    common = dict(env=TOUCH, init_from=str(bc_dir), vec="dummy", n_envs=1, n_steps=16, batch_size=16, n_epochs=1,
+                  eval_every=10_000, eval_episodes=1, checkpoint_every=10_000, test_episodes=0)
+    cfg = RLConfig(timesteps=32, out=str(tmp_path / "warm"), critic_warmup=32, **common)
+    bc_policy = _adopt_bc(cfg)
+    venv = make_vec_env(cfg)
+    start = build_model(cfg, venv, bc_policy)
+    venv.close()
+    actor0 = [p.detach().clone() for p in actor_parameters(start.policy)]
+    critic0 = [p.detach().clone() for p in start.policy.value_net.parameters()]
+    train_rl(cfg)
+    warm = PPO.load(str(tmp_path / "warm" / "model.zip"), device="cpu")
+    for before, after in zip(actor0, actor_parameters(warm.policy), strict=True):
+        torch.testing.assert_close(after.detach(), before)  # two rollouts, both within the warm-up
+    assert any(not torch.equal(b, a) for b, a in zip(critic0, warm.policy.value_net.parameters(), strict=True))
+    # Past the warm-up the actor learns: a third rollout on the same run moves it.
+    train_rl(RLConfig(**{**cfg.to_dict(), "timesteps": 48}))
+    later = PPO.load(str(tmp_path / "warm" / "model.zip"), device="cpu")
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(actor0, actor_parameters(later.policy), strict=True))
+    with pytest.raises(ValueError, match="critic_warmup is for PPO"):
+        RLConfig(env="vlagym/NavObjectGoal-v0", algo="sac", critic_warmup=10)
+
+
 def test_init_from_a_bcz_checkpoint_starts_as_the_bc_policy(tmp_path):
     """Before any update, the PPO model's deterministic rollout is BC-Z's, step for step."""
     import gymnasium as gym
@@ -110,13 +154,7 @@ def test_init_from_a_bcz_checkpoint_starts_as_the_bc_policy(tmp_path):
     from vlagym.policies import make_policy
 
     env = gym.make(TOUCH, image_size=64)
-    torch.manual_seed(0)
-    bc_dir = tmp_path / "bcz"
-    bcz = make_policy("bcz", env.observation_space, env.action_space, text_encoder="hash", text_dim=16,
-                      hidden_dim=32, horizon=2)
-    torch.nn.init.normal_(bcz.continuous_head.weight, std=0.3)  # move, so rollouts differ if actions do
-    bcz.save_pretrained(bc_dir)
-    (bc_dir / "env_args.json").write_text(json.dumps({"env_kwargs": {"image_size": 64}}))
+    bc_dir = _tiny_bcz(tmp_path / "bcz", env)
     cfg = RLConfig(env=TOUCH, timesteps=32, out=str(tmp_path / "ft"), init_from=str(bc_dir), vec="dummy", n_envs=1,
                    n_steps=16, batch_size=16, n_epochs=1, eval_every=32, eval_episodes=1, checkpoint_every=32,
                    test_episodes=0)
