@@ -39,7 +39,7 @@ def cmd_pipeline(args) -> int:
     base = PipelineConfig.quick if args.quick else PipelineConfig
     overrides = {k: v for k, v in {"out": args.out, "demos": args.demos, "train_steps": args.train_steps,
                                    "eval_episodes": args.eval_episodes, "policy": args.policy,
-                                   "workers": args.workers}.items() if v is not None}
+                                   "workers": args.workers, "noise": args.noise}.items() if v is not None}
     if args.env:
         overrides["train_env"] = _env_ids([args.env])[0]
     report = run_pipeline(base(**overrides))
@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 200; quick 20)")
     s.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 150)")
     s.add_argument("--eval-episodes", type=int, default=None, help="test episodes (default 50; quick 6)")
+    s.add_argument("--noise", type=float, default=None,
+                   help="expert action noise during collection (default 0.1; BC learns the noiseless labels)")
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     s.set_defaults(func=cmd_pipeline)
 

@@ -49,6 +49,10 @@ class PipelineConfig:
     """Fields of the policy config to override (None: the policy's entry in ``RECIPES``)."""
     demos: int = 200
     """Expert demonstrations to collect (train split)."""
+    noise: float = 0.1
+    """Std of the Gaussian noise on the expert's actions during collection (states off its path)."""
+    labels: str = "expert_actions"
+    """What BC learns: the expert's noiseless plan at each visited state, or the executed ``actions``."""
     image_size: int = 64
     """Camera resolution for data, training and evaluation."""
     wrist_camera: bool = True
@@ -100,14 +104,14 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     data = out / "data" / name
     t = time.time()
     manifest = collect(CollectConfig(env=cfg.train_env, episodes=cfg.demos, out=str(data), workers=cfg.workers or 2,
-                                     env_kwargs=cfg.env_kwargs()))
+                                     noise=cfg.noise, env_kwargs=cfg.env_kwargs()))
     timings["collect_s"] = round(time.time() - t, 1)
 
     log(f"[2/5] training {cfg.policy} for {cfg.train_steps} steps")
     run = out / "train" / f"{cfg.policy}_{name}"
     t = time.time()
     train_cfg = TrainConfig(data=[str(data)], policy=cfg.policy, policy_overrides=cfg.overrides(),
-                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, labels=cfg.labels,
                             warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 4),
                             eval_episodes=cfg.val_episodes, save_every=max(1, cfg.train_steps // 6), num_workers=1)
     summary = train(train_cfg, resume=(run / "config.yaml").exists())
@@ -157,8 +161,8 @@ def _markdown(report: dict) -> str:
         "",
         f"* data: {ds['episodes']} expert demonstrations of {cfg['train_env']} ({ds['frames']} frames, "
         f"{ds['dropped_failures']} failed expert episodes dropped), train seeds {ds['seed_range'][0]}.."
-        f"{ds['seed_range'][1]}, {cfg['image_size']} px" + (", front and wrist cameras" if cfg['wrist_camera'] else ""),
-        f"* training: {tr['policy']} for {tr['steps']} steps, final loss {tr['final_loss']}; best checkpoint at "
+        f"{ds['seed_range'][1]}, expert noise {cfg['noise']}, {cfg['image_size']} px" + (", front and wrist cameras" if cfg['wrist_camera'] else ""),
+        f"* training: {tr['policy']} for {tr['steps']} steps on the {cfg['labels']} labels, final loss {tr['final_loss']}; best checkpoint at "
         f"step {tr['best']['step']} with validation success {tr['best']['success_rate']:.0%}",
         f"* evaluation: {cfg['eval_episodes']} test seeds from {TEST_SEED_START}, policy and expert on the same seeds",
         f"* wall time: {report['timings']['total_s'] / 60:.1f} min ({json.dumps(report['timings'])})",

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from vlagym.agents.dataset import read_manifest
 from vlagym.agents.video import read_video
 from vlagym.envs import ENV_IDS as ALL_IDS
 from vlagym.experiments.cli import build_parser
@@ -41,6 +42,9 @@ def test_pipeline_end_to_end_tiny(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["episodes"] == 3 and report["dataset"]["split"] == "train"
     assert report["training"]["steps"] == 4 and (out / "train" / "bcz_TabletopPickUp-v0" / "best").is_dir()
+    # Noisy demonstrations, noiseless labels: the run trained on what the expert planned.
+    assert report["config"]["noise"] == 0.1 and read_manifest(out / "data" / "TabletopPickUp-v0")["noise"] == 0.1
+    assert "labels: expert_actions" in (out / "train" / "bcz_TabletopPickUp-v0" / "config.yaml").read_text()
     for agent in ("policy", "expert"):
         row = report["agents"][agent]["per_task"]["vlagym/TabletopPickUp-v0"]
         assert row["episodes"] == 2 and row["seeds"] == [2_000_000, 2_000_001]
