@@ -250,6 +250,16 @@ def cmd_rl(args) -> int:
     return 0
 
 
+def cmd_rl_plot(args) -> int:
+    from vlagym.experiments.rl import plot_curves
+
+    labels = args.labels or [Path(r).name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise ValueError(f"--labels gives {len(labels)} names for {len(args.runs)} runs")
+    print(plot_curves(dict(zip(labels, args.runs, strict=True)), args.out, args.title))
+    return 0
+
+
 def cmd_envs(args) -> int:
     import gymnasium as gym
 
@@ -601,6 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker processes of the final evaluation")
     s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     s.set_defaults(func=cmd_rl)
+
+    s = sub.add_parser("rl-plot", formatter_class=fmt, help="learning curves of several rl runs on one plot",
+                       description="Overlay the validation-success curves (curve.csv, with 95% Wilson bands) of "
+                                   "several `vlagym rl` runs, e.g. fine-tuning with and without --critic-warmup.")
+    s.add_argument("runs", nargs="+", help="rl run folders")
+    s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
+    s.add_argument("--title", default="", help="plot title")
+    s.add_argument("--out", required=True, help="PNG file")
+    s.set_defaults(func=cmd_rl_plot)
 
     s = sub.add_parser("vl-data", formatter_class=fmt, help="render captioned tabletop images for vision-language",
                        description="Render tabletop scenes (random arm poses and object layouts; front and wrist "

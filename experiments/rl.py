@@ -425,28 +425,36 @@ def _write_curve(run: Path, rows: list[dict[str, Any]]) -> None:
 
 def plot_curve(run: str | os.PathLike, out: str | os.PathLike | None = None, title: str | None = None) -> Path:
     """curve.csv -> PNG: validation success (with its 95% Wilson band) against environment steps."""
+    run = Path(run)
+    return plot_curves({None: run}, out or run / "curve.png", title or run.name)
+
+
+def plot_curves(runs: dict[str | None, str | os.PathLike], out: str | os.PathLike, title: str = "") -> Path:
+    """Several runs' learning curves on one plot (``{label: run folder}``), each with its Wilson band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = Path(run)
-    rows = read_curve(run)
-    if not rows:
-        raise FileNotFoundError(f"{run}/curve.csv is missing or empty; is {run} a vlagym rl run?")
-    x = np.array([float(r["timesteps"]) for r in rows])
-    y, lo, hi = (np.array([float(r[k]) for r in rows]) for k in ("success_rate", "ci_low", "ci_high"))
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.plot(x, y, marker="o", ms=3, label=f"validation success ({rows[0]['episodes']} seeds)")
-    ax.fill_between(x, lo, hi, alpha=0.2, label="95% Wilson interval")
+    for label, run in runs.items():
+        rows = read_curve(run)
+        if not rows:
+            raise FileNotFoundError(f"{run}/curve.csv is missing or empty; is {run} a vlagym rl run?")
+        x = np.array([float(r["timesteps"]) for r in rows])
+        y, lo, hi = (np.array([float(r[k]) for r in rows]) for k in ("success_rate", "ci_low", "ci_high"))
+        name = f"validation success ({rows[0]['episodes']} seeds)" if label is None else label
+        line, = ax.plot(x, y, marker="o", ms=3, label=name)
+        ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color(),
+                        label="95% Wilson interval" if label is None else None)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7)
-    ax.set_title(title or run.name, fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out) if out else run / "curve.png"
+    out = Path(out)
     tmp = out.with_name(out.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

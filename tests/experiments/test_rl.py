@@ -50,6 +50,21 @@ def test_tiny_ppo_run_through_the_cli(ppo_run):
     assert policy_env_kwargs(out) == {"obs_mode": "state"}  # the sparse reward at evaluation
 
 
+def test_rl_plot_overlays_runs(ppo_run, tmp_path):
+    import imageio.v3 as iio
+
+    out, _ = ppo_run
+    png = tmp_path / "both.png"
+    res = vlagym("rl-plot", str(out), str(out), "--labels", "a", "b", "--out", str(png))
+    assert res.returncode == 0, res.stderr[-2000:]
+    image = iio.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100
+    bad = vlagym("rl-plot", str(out), "--labels", "a", "b", "--out", str(png))
+    assert bad.returncode != 0 and "2 names for 1 runs" in bad.stderr
+    missing = vlagym("rl-plot", str(tmp_path), "--out", str(png))
+    assert missing.returncode != 0 and "curve.csv is missing" in missing.stderr
+
+
 def test_vlagym_eval_loads_the_sb3_model(ppo_run, tmp_path):
     out, _ = ppo_run
     assert resolve_policy_dir(out) == out / "model.zip"
