@@ -232,7 +232,8 @@ def cmd_rl(args) -> int:
                    vl_model=args.vl_model, vl_freeze=args.vl_freeze,
                    vec=args.vec, seed=args.seed, image_backbone=args.image_backbone, net_arch=args.net_arch,
                    learning_rate=args.lr, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
-                   gamma=args.gamma, ent_coef=args.ent_coef, init_from=args.init_from,
+                   gamma=args.gamma, ent_coef=args.ent_coef, target_kl=args.target_kl,
+                   init_from=args.init_from,
                    init_log_std=args.init_log_std, critic_warmup=args.critic_warmup, max_minutes=args.max_minutes,
                    eval_every=args.eval_every,
                    eval_episodes=args.eval_episodes,
@@ -599,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-epochs", type=int, default=10, help="PPO epochs per rollout")
     s.add_argument("--gamma", type=float, default=0.99, help="discount")
     s.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus")
+    s.add_argument("--target-kl", type=float, default=None,
+                   help="PPO: stop a rollout's epochs early past this approximate KL (fine-tuning)")
     s.add_argument("--critic-warmup", type=int, default=0,
                    help="PPO: steps at the start during which only the critic learns (use with --init-from)")
     s.add_argument("--max-minutes", type=float, default=None,

@@ -111,7 +111,8 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     run = out / "train" / f"{cfg.policy}_{name}"
     t = time.time()
     train_cfg = TrainConfig(data=[str(data)], policy=cfg.policy, policy_overrides=cfg.overrides(),
-                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, labels=cfg.labels,
+                            out=str(run), steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                            labels=cfg.labels,
                             warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 4),
                             eval_episodes=cfg.val_episodes, save_every=max(1, cfg.train_steps // 6), num_workers=1)
     summary = train(train_cfg, resume=(run / "config.yaml").exists())
@@ -161,8 +162,10 @@ def _markdown(report: dict) -> str:
         "",
         f"* data: {ds['episodes']} expert demonstrations of {cfg['train_env']} ({ds['frames']} frames, "
         f"{ds['dropped_failures']} failed expert episodes dropped), train seeds {ds['seed_range'][0]}.."
-        f"{ds['seed_range'][1]}, expert noise {cfg['noise']}, {cfg['image_size']} px" + (", front and wrist cameras" if cfg['wrist_camera'] else ""),
-        f"* training: {tr['policy']} for {tr['steps']} steps on the {cfg['labels']} labels, final loss {tr['final_loss']}; best checkpoint at "
+        f"{ds['seed_range'][1]}, expert noise {cfg['noise']}, "
+        f"{cfg['image_size']} px" + (", front and wrist cameras" if cfg['wrist_camera'] else ""),
+        f"* training: {tr['policy']} for {tr['steps']} steps on the {cfg['labels']} labels, "
+        f"final loss {tr['final_loss']}; best checkpoint at "
         f"step {tr['best']['step']} with validation success {tr['best']['success_rate']:.0%}",
         f"* evaluation: {cfg['eval_episodes']} test seeds from {TEST_SEED_START}, policy and expert on the same seeds",
         f"* wall time: {report['timings']['total_s'] / 60:.1f} min ({json.dumps(report['timings'])})",

@@ -77,6 +77,9 @@ class RLConfig:
     """PPO: passes over each rollout."""
     gamma: float = 0.99
     ent_coef: float = 0.0
+    target_kl: float | None = None
+    """PPO: stop a rollout's epochs early once the approximate KL to the rollout policy passes 1.5x this
+    (SB3's ``target_kl``); keeps fine-tuning near the policy that collected the data."""
     buffer_size: int = 100_000
     """SAC: replay buffer size."""
     learning_starts: int = 1000
@@ -271,6 +274,7 @@ def build_model(cfg: RLConfig, venv, bc_policy=None, vl_config: dict[str, Any] |
             policy_kwargs["log_std_init"] = 0.0 if cfg.init_log_std is None else cfg.init_log_std
         model = PPO("MultiInputPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
                     batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, ent_coef=cfg.ent_coef,
+                    target_kl=cfg.target_kl,
                     policy_kwargs=policy_kwargs, **common)
         if bc_policy is not None:
             init_actor_from_bcz(model.policy, bc_policy, -2.0 if cfg.init_log_std is None else cfg.init_log_std)

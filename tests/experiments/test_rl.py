@@ -162,11 +162,9 @@ def test_init_from_a_bcz_checkpoint_starts_as_the_bc_policy(tmp_path):
     """Before any update, the PPO model's deterministic rollout is BC-Z's, step for step."""
     import gymnasium as gym
     import numpy as np
-    import torch
 
     from vlagym.agents.rollout import run_episode
     from vlagym.experiments.rl import _adopt_bc, build_model, make_vec_env
-    from vlagym.policies import make_policy
 
     env = gym.make(TOUCH, image_size=64)
     bc_dir = _tiny_bcz(tmp_path / "bcz", env)
