@@ -333,10 +333,10 @@ def _sb3_callbacks(cfg: RLConfig, run: Path, t0: float):
             buf = [ep["success"] for ep in self.model.ep_info_buffer if "success" in ep]
             if buf:
                 self.logger.record("rollout/success_rate", float(np.mean(buf)))
-            # Called right before PPO's update on the rollout just collected.
-            frozen = self.model.num_timesteps <= cfg.critic_warmup
-            set_actor_trainable(self.model.policy, not frozen)
-            self.logger.record("train/actor_frozen", float(frozen))
+            if cfg.critic_warmup:  # PPO only (checked by RLConfig); this runs right before PPO's update
+                frozen = self.model.num_timesteps <= cfg.critic_warmup
+                set_actor_trainable(self.model.policy, not frozen)
+                self.logger.record("train/actor_frozen", float(frozen))
 
         def _on_training_end(self) -> None:
             # The last rollout overshoots `timesteps` by up to n_steps * n_envs; one point at the end is enough.
