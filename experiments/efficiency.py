@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vlagym.agents.dataset import SPLIT_SEED_START
+from vlagym.experiments.report import save_figure
 
 PLOT_NAME = "efficiency.png"
 
@@ -116,12 +117,7 @@ def plot_efficiency(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def _count_demos(folders: list[str]) -> int:

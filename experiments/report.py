@@ -91,3 +91,15 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Pa
         os.replace(tmp, out / name)
         paths.append(out / name)
     return paths[0], paths[1]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure atomically (a temporary file, then ``os.replace``) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text
+from vlagym.experiments.report import save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -458,12 +459,7 @@ def plot_curves(runs: dict[str | None, str | os.PathLike], out: str | os.PathLik
     ax.legend(loc="upper left", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, out)
 
 
 # --- the run ---------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from vlagym.agents.dataset import SPLIT_SEED_START, split_of
 from vlagym.agents.rollout import Episode, Job, run_jobs, summarize
 from vlagym.envs.levels import EVAL_LEVELS, LEVEL_DESCRIPTIONS
 from vlagym.envs.perturb import PERTURBATIONS, format_perturb
-from vlagym.experiments.report import provenance
+from vlagym.experiments.report import provenance, save_figure
 
 SUITES = ("generalization", "robustness")
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0)
@@ -252,7 +252,4 @@ def _plot(report: dict[str, Any], path: Path) -> None:
         fig.suptitle(f"success against perturbation strength ({report['episodes_per_cell']} episodes per point)",
                      fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=90)
