@@ -84,10 +84,12 @@ class DemoWindows(Dataset):
             missing = [k for k in (*self.image_keys, "proprio") if k not in obs]
             if missing:
                 raise KeyError(f"{self.demos[0].path}: observations lack {missing}; have {sorted(obs)}")
-        if self.action_key != "actions":
-            for ref in self.demos:
-                if self.action_key not in self._file(ref.path)["data"][ref.key]:
-                    raise KeyError(f"{ref.path} [{ref.key}] has no {self.action_key!r} (collected before the "
+        if self.action_key != "actions":  # opened and closed here: h5py handles must not cross a fork
+            for path in dict.fromkeys(ref.path for ref in self.demos):  # each shard once
+                with h5py.File(path, "r") as f:
+                    lacking = [r.key for r in self.demos if r.path == path and self.action_key not in f["data"][r.key]]
+                if lacking:
+                    raise KeyError(f"{path} [{lacking[0]}] has no {self.action_key!r} (collected before the "
                                    f"expert's noiseless actions were stored); recollect it or train on 'actions'")
 
     def __len__(self) -> int:
