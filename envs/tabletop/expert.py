@@ -126,10 +126,14 @@ class TabletopExpert(Expert):
                 return self.move_to(target, self.grasp_yaw(index))
         if self.phase == "close":
             self.wait += 1
-            if self.wait > 3:
+            # Hold the spot where closing began (drifting while the fingers close rolls the object),
+            # and lift as soon as both fingers hold it. A longer pause would teach a cloned policy
+            # that a closed hand on the table means "stay": the grasped frames before the lift
+            # would mostly be labelled with a zero motion, and the policy stalls there.
+            if self.wait > 3 or (self.wait > 1 and self.task.grasped(index)):
                 self.phase = "lift"
-            # Hold the spot where closing began: drifting while the fingers close rolls the object.
-            return self.move_to(self._hold, None, CLOSE)
+            else:
+                return self.move_to(self._hold, None, CLOSE)
         if self.phase == "lift":
             if not self.task.grasped(index):
                 self.phase = "above"
