@@ -131,6 +131,11 @@ class CLIPPolicy(Policy):
             self.decoder = nn.TransformerDecoder(layer, cfg.fusion_layers, norm=nn.LayerNorm(d))
             self.head = nn.Linear(d, out_dim)
         self._text_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._frozen_text: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        if cfg.freeze_text:
+            for name, param in self.clip.named_parameters():
+                if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"):
+                    param.requires_grad_(False)
 
     def _tokenizer_kwargs(self) -> dict[str, Any]:
         ctx = (self.config.clip_model_cfg or {}).get("text_cfg", {}).get("context_length")
@@ -143,7 +148,23 @@ class CLIPPolicy(Policy):
 
     # --- towers ---------------------------------------------------------------------------------------------
     def encode_text(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Instructions -> pooled embedding ``(B, E)``, token features ``(B, L, Wt)``, padding ``(B, L)``."""
+        """Instructions -> pooled embedding ``(B, E)``, token features ``(B, L, Wt)``, padding ``(B, L)``.
+
+        With ``freeze_text`` each distinct instruction is encoded once, without gradients, and cached.
+        """
+        if not self.config.freeze_text:
+            return self._encode_text(instructions)
+        cache = self._frozen_text
+        new = [s for s in dict.fromkeys(instructions) if s not in cache]
+        if new:
+            with torch.no_grad():
+                pooled, tokens, pad = self._encode_text(new)
+            for i, s in enumerate(new):
+                cache[s] = (pooled[i], tokens[i], pad[i])
+        rows = [cache[s] for s in instructions]
+        return tuple(torch.stack([r[k] for r in rows]).to(self.device) for k in range(3))
+
+    def _encode_text(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from open_clip.transformer import text_global_pool
 
         ids = self.tokenizer(list(instructions)).to(self.device)

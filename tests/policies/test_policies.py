@@ -262,6 +262,31 @@ def test_clip_weights_that_cannot_load_fall_back_to_scratch_and_say_so(tmp_path,
     assert policy.config.clip_pretrained is None  # the checkpoint will say what it really holds
 
 
+def test_clip_frozen_text_tower_keeps_its_weights_and_matches_the_unfrozen_encoding():
+    from policy_helpers import synthetic_batch
+
+    policy = tiny_policy("clip-cross", freeze_text=True)
+    reference = tiny_policy("clip-cross")  # same seed, same weights, text tower trainable
+    text_before = {k: v.clone() for k, v in policy.clip.state_dict().items() if not k.startswith("visual.")}
+    vision_before = {k: v.clone() for k, v in policy.clip.visual.state_dict().items()}
+    batch = synthetic_batch(policy.config, batch_size=4)
+    for got, want in zip(policy.encode_text(batch["instruction"]), reference.encode_text(batch["instruction"])):
+        torch.testing.assert_close(got, want.detach())
+    assert len(policy._frozen_text) == 2  # one entry per distinct instruction
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        loss, _ = policy.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for k, v in policy.clip.state_dict().items():
+        if k in text_before and k != "logit_scale":
+            assert torch.equal(v, text_before[k]), f"frozen text weight {k} changed"
+    assert any(not torch.equal(v, vision_before[k]) for k, v in policy.clip.visual.state_dict().items())
+    trainable = policy.num_parameters(trainable_only=True)
+    assert trainable < reference.num_parameters(trainable_only=True) - 3_000_000  # the token table is out
+
+
 def test_bench_policy_smoke():
     from policy_helpers import TINY
 
