@@ -261,6 +261,17 @@ def cmd_rl_plot(args) -> int:
     return 0
 
 
+def cmd_suite_compare(args) -> int:
+    from vlagym.experiments.suites import compare_suites, comparison_markdown, load_suite_report, write_comparison
+
+    labels = args.labels or [Path(r).name for r in args.reports]
+    comparison = compare_suites([load_suite_report(r) for r in args.reports], labels)
+    paths = write_comparison(comparison, args.out)
+    print(comparison_markdown(comparison))
+    print(f"comparison: {paths['md']}, {paths['json']}; plot: {paths['plot']}")
+    return 0
+
+
 def cmd_envs(args) -> int:
     import gymnasium as gym
 
@@ -623,6 +634,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="", help="plot title")
     s.add_argument("--out", required=True, help="PNG file")
     s.set_defaults(func=cmd_rl_plot)
+
+    s = sub.add_parser("suite-compare", formatter_class=fmt, help="several policies' suite results side by side",
+                       description="Put the reports of `vlagym eval --suite` for several policies in one table "
+                                   "and one bar plot (with 95% Wilson intervals), condition by condition, e.g. a "
+                                   "policy trained with and without visual randomization. Shared conditions must "
+                                   "have been run on the same seeds.")
+    s.add_argument("reports", nargs="+", help="suite output folders (or their report.json)")
+    s.add_argument("--labels", nargs="+", default=None, help="column names (default: the folder names)")
+    s.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
+    s.set_defaults(func=cmd_suite_compare)
 
     s = sub.add_parser("vl-data", formatter_class=fmt, help="render captioned tabletop images for vision-language",
                        description="Render tabletop scenes (random arm poses and object layouts; front and wrist "

@@ -253,3 +253,122 @@ def _plot(report: dict[str, Any], path: Path) -> None:
                      fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
+
+
+# --- comparing policies ----------------------------------------------------------------------------------------
+def load_suite_report(path: str | os.PathLike) -> dict[str, Any]:
+    """A suite's report.json, given the file or the folder ``vlagym eval --suite --out`` wrote."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.exists():
+        raise FileNotFoundError(f"no suite report at {p} (run `vlagym eval --suite ... --out DIR` first)")
+    report = json.loads(p.read_text())
+    if report.get("suite") not in SUITES or "cells" not in report:
+        raise ValueError(f"{p} is not a suite report (no 'suite' and 'cells'; a plain `vlagym eval` report?)")
+    return report
+
+
+def _condition(cell: dict[str, Any]) -> str:
+    if "level" in cell:
+        return f"{cell['env_id'].split('/')[-1]} {cell['level']}"
+    name = "none" if cell["perturbation"] == "none" else f"{cell['perturbation']} {cell['strength']:g}"
+    return f"{cell['env_id'].split('/')[-1]} {name}"
+
+
+def compare_suites(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """Put several policies' runs of one suite side by side, condition by condition.
+
+    Every report must be the same suite, and a condition that two reports share must have been run on
+    the same seeds (a comparison over different episodes would mix the policies' difference with the
+    draw's). The expert column comes from the first report that ran the expert there.
+    """
+    if len(reports) != len(labels):
+        raise ValueError(f"{len(labels)} labels for {len(reports)} reports")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct, got {labels}")
+    if not reports:
+        raise ValueError("nothing to compare: give at least one suite report")
+    suites = {r["suite"] for r in reports}
+    if len(suites) != 1:
+        raise ValueError(f"cannot compare different suites: {sorted(suites)}")
+    conditions: dict[str, dict[str, Any]] = {}
+    seeds: dict[str, tuple[int, ...]] = {}
+    for label, report in zip(labels, reports):
+        if not any(c["agent"] == "policy" for c in report["cells"]):
+            raise ValueError(f"report {label!r} holds no policy (an expert-only suite run)")
+        for cell in report["cells"]:
+            cond = _condition(cell)
+            if seeds.setdefault(cond, tuple(cell["seeds"])) != tuple(cell["seeds"]):
+                raise ValueError(f"{cond}: report {label!r} ran other seeds than the reports before it; "
+                                 "rerun the suites with the same --seed-start and --episodes")
+            row = conditions.setdefault(cond, {})
+            key = label if cell["agent"] == "policy" else "expert"
+            if key not in row:
+                row[key] = {k: cell[k] for k in ("episodes", "successes", "success_rate", "success_ci95")}
+    return {"suite": suites.pop(), "labels": list(labels), "policies": [r.get("policy") for r in reports],
+            "trained_with": [r.get("policy_trained_with", {}) for r in reports],
+            "rows": [{"condition": cond, "cells": row} for cond, row in conditions.items()]}
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> str:
+    columns = [*comparison["labels"], "expert"]
+    lines = [f"# {comparison['suite']} suite: {', '.join(comparison['labels'])}", "",
+             "| condition | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in comparison["rows"]:
+        cells = []
+        for col in columns:
+            c = row["cells"].get(col)
+            cells.append("-" if c is None else f"{c['success_rate']:.0%} ({c['success_ci95'][0]:.0%}-"
+                         f"{c['success_ci95'][1]:.0%}), {c['successes']}/{c['episodes']}")
+        lines.append(f"| {row['condition']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_comparison(comparison: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = [*comparison["labels"], "expert"]
+    rows = comparison["rows"]
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * len(rows) * len(columns) + 1.5), 3.6))
+    palette = plt.get_cmap("tab10")
+    for k, col in enumerate(columns):
+        x = np.arange(len(rows)) + (k - (len(columns) - 1) / 2) * width
+        have = [i for i, r in enumerate(rows) if col in r["cells"]]
+        rate = np.array([rows[i]["cells"][col]["success_rate"] for i in have])
+        lo = np.array([rows[i]["cells"][col]["success_ci95"][0] for i in have])
+        hi = np.array([rows[i]["cells"][col]["success_ci95"][1] for i in have])
+        color = "tab:gray" if col == "expert" else palette(k % 10)
+        ax.bar(x[have], rate, width, color=color, label=col)
+        ax.errorbar(x[have], rate, yerr=[rate - lo, hi - rate], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    names = [r["condition"] for r in rows]
+    if len({n.split(" ")[0] for n in names}) == 1:  # one task: the condition alone
+        names = [n.split(" ", 1)[1] for n in names]
+    ax.set_xticks(np.arange(len(rows)), names, rotation=30 if len(rows) > 5 else 0, ha="right" if len(rows) > 5
+                  else "center", fontsize=8)
+    ax.set_ylim(0, 1.25)  # room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("success (95% Wilson CI)")
+    ax.legend(fontsize=7, ncol=min(len(columns), 5), loc="upper center")
+    ax.set_title(f"{comparison['suite']} suite", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+
+
+def write_comparison(comparison: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
+    """compare.json, compare.md and compare.png in ``out_dir``, each written atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"plot": str(out / "compare.png"), "json": str(out / "compare.json"), "md": str(out / "compare.md")}
+    _plot_comparison(comparison, out / "compare.png")
+    for name, text in (("compare.json", json.dumps(comparison, indent=2)), ("compare.md",
+                                                                           comparison_markdown(comparison))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return paths

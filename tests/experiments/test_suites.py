@@ -98,3 +98,66 @@ def test_cli_suite_expert_only(tmp_path):
     res = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", "eval", "--env", ENV],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "eval needs --policy" in res.stderr
+
+
+def _suite_report(suite, rates, seeds=(2_000_000, 2_000_001, 2_000_002, 2_000_003), expert=True):
+    """A suite report as run_suite writes it, with the given policy success counts per condition."""
+    from vlagym.agents.stats import wilson_interval
+
+    cells = []
+    for cond, successes in rates.items():
+        key = {"level": cond} if suite == "generalization" else {"perturbation": cond[0], "strength": cond[1]}
+        for agent, k in (("policy", successes), ("expert", len(seeds))) if expert else (("policy", successes),):
+            cells.append({"agent": agent, "env_id": ENV, **key, "seeds": list(seeds), "episodes": len(seeds),
+                          "successes": k, "success_rate": k / len(seeds),
+                          "success_ci95": list(wilson_interval(k, len(seeds)))})
+    return {"suite": suite, "policy": "runs/x", "policy_trained_with": {}, "cells": cells}
+
+
+def test_suite_compare_puts_policies_side_by_side(tmp_path):
+    from vlagym.experiments.cli import main
+
+    plain = _suite_report("robustness", {("none", 0.0): 3, ("colors", 1.0): 0})
+    randomised = _suite_report("robustness", {("none", 0.0): 2, ("colors", 1.0): 2, ("light", 1.0): 1})
+    for name, report in (("plain", plain), ("rand", randomised)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    assert main(["suite-compare", str(tmp_path / "plain"), str(tmp_path / "rand"), "--labels", "BC-Z",
+                 "BC-Z randomised", "--out", str(tmp_path / "cmp")]) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| condition | BC-Z | BC-Z randomised | expert |" in md
+    assert "| TabletopTouch-v0 colors 1 | 0% (0%-49%), 0/4 | 50% (15%-85%), 2/4 | 100% (51%-100%), 4/4 |" in md
+    assert "| TabletopTouch-v0 light 1 | - | 25% (5%-70%), 1/4 |" in md  # run by one policy only
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["condition"] for r in saved["rows"]] == ["TabletopTouch-v0 none", "TabletopTouch-v0 colors 1",
+                                                       "TabletopTouch-v0 light 1"]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
+
+
+def test_suite_compare_refuses_what_cannot_be_compared():
+    from vlagym.experiments.suites import compare_suites
+
+    gen = _suite_report("generalization", {"L1": 2})
+    rob = _suite_report("robustness", {("none", 0.0): 2})
+    with pytest.raises(ValueError, match="cannot compare different suites"):
+        compare_suites([gen, rob], ["a", "b"])
+    other_seeds = _suite_report("generalization", {"L1": 2}, seeds=(2_000_010, 2_000_011))
+    with pytest.raises(ValueError, match="TabletopTouch-v0 L1: report 'b' ran other seeds"):
+        compare_suites([gen, other_seeds], ["a", "b"])
+    with pytest.raises(ValueError, match="1 labels for 2 reports"):
+        compare_suites([gen, gen], ["a"])
+    with pytest.raises(ValueError, match="labels must be distinct"):
+        compare_suites([gen, gen], ["a", "a"])
+    expert_only = {**gen, "cells": [c for c in gen["cells"] if c["agent"] == "expert"]}
+    with pytest.raises(ValueError, match="report 'b' holds no policy"):
+        compare_suites([gen, expert_only], ["a", "b"])
+
+
+def test_suite_compare_names_a_missing_or_wrong_report(tmp_path):
+    from vlagym.experiments.suites import load_suite_report
+
+    with pytest.raises(FileNotFoundError, match="no suite report at"):
+        load_suite_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"job": "eval", "agents": {}}))
+    with pytest.raises(ValueError, match="is not a suite report"):
+        load_suite_report(tmp_path)
