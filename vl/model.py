@@ -99,7 +99,8 @@ class VLModel(nn.Module):
         return self.clip.logit_scale
 
     def pixels(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images)).to(self.device)
+        # np.array copies: images read from a file can be read-only, which torch warns about.
+        x = (images if torch.is_tensor(images) else torch.from_numpy(np.array(images))).to(self.device)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (B, H, W, 3), got shape {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2).float() / 255.0
