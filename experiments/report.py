@@ -15,6 +15,7 @@ from typing import Any
 import pybullet
 
 import vlagym
+from vlagym.agents.dataset import atomic_write_text
 from vlagym.agents.rollout import Episode, summarize
 
 
@@ -86,9 +87,7 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Pa
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
         paths.append(out / name)
     return paths[0], paths[1]
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from vlagym.agents.dataset import SPLIT_SEED_START, split_of
+from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text, split_of
 from vlagym.agents.rollout import Episode, Job, run_jobs, summarize
 from vlagym.envs.levels import EVAL_LEVELS, LEVEL_DESCRIPTIONS
 from vlagym.envs.perturb import PERTURBATIONS, format_perturb
@@ -185,9 +185,7 @@ def write_suite_report(report: dict[str, Any], out_dir: str | os.PathLike) -> di
     report = {**report, "paths": {**paths, "report_json": str(out / "report.json"),
                                   "report_md": str(out / "report.md")}}
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", to_markdown(report))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
     return report["paths"]
 
 
@@ -366,9 +364,6 @@ def write_comparison(comparison: dict[str, Any], out_dir: str | os.PathLike) -> 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"plot": str(out / "compare.png"), "json": str(out / "compare.json"), "md": str(out / "compare.md")}
     _plot_comparison(comparison, out / "compare.png")
-    for name, text in (("compare.json", json.dumps(comparison, indent=2)), ("compare.md",
-                                                                           comparison_markdown(comparison))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    atomic_write_text(out / "compare.json", json.dumps(comparison, indent=2))
+    atomic_write_text(out / "compare.md", comparison_markdown(comparison))
     return paths
