@@ -62,8 +62,8 @@ class CLIPConfig(PolicyConfig):
     freeze_text: bool = False
     """Keep the text tower's weights fixed (from ``pretrained_vl``, open_clip weights or the random init):
     the instruction's features are then computed once per distinct instruction and cached, which on a CPU
-    roughly halves a training step (the token embedding table alone holds 6 of the tiny model's 9 M
-    weights). The vision tower and the fusion still train."""
+    cuts a training step by about a quarter (the token embedding table alone holds 6 of the tiny model's
+    9 M weights). The vision tower and the fusion still train."""
     use_proprio: bool = True
     """Give the fusion the normalised proprioception."""
     contrastive_weight: float = 0.1

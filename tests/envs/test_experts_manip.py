@@ -47,7 +47,7 @@ def test_expert_lifts_as_soon_as_the_grasp_holds(env):
     """A closed hand on the object is labelled "lift" after at most one frame of holding still.
 
     Longer pauses there teach a cloned policy that a grasped object on the table means "stay":
-    BC-Z stalled on 6 of 20 validation seeds that way before the pause was cut from four frames.
+    BC-Z stalled on 3 of 20 validation seeds that way before the pause was cut from four frames.
     """
     task = env.unwrapped.task
     for seed in range(5):
