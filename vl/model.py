@@ -99,8 +99,12 @@ class VLModel(nn.Module):
         return self.clip.logit_scale
 
     def pixels(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        # np.array copies: images read from a file can be read-only, which torch warns about.
-        x = (images if torch.is_tensor(images) else torch.from_numpy(np.array(images))).to(self.device)
+        if not torch.is_tensor(images):
+            images = np.asarray(images)
+            if not images.flags.writeable:  # read from a file: torch warns about read-only arrays
+                images = images.copy()
+            images = torch.from_numpy(images)
+        x = images.to(self.device)
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (B, H, W, 3), got shape {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2).float() / 255.0
