@@ -5,12 +5,18 @@ episodes are kept; the dataset is the first N successful seeds, whatever order t
 processes finish in, so an interrupted and resumed run ends with the same episodes as an
 uninterrupted one. Each finished episode is staged as its own file (atomically); staged
 episodes are merged into shards of ``shard_size``. Rerunning the same command resumes.
+
+A collection holds the folder's lock (``dataset.locked``) throughout, so a second one into the
+same folder is refused with the first one's pid, host and command. A resume checks its settings
+against ``request.json`` and, since that file can be lost, against the ``env_args`` and ``noise``
+that every shard and staged episode records, and refuses naming the keys that differ.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -18,17 +24,26 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import h5py
 from tqdm import tqdm
 
 import vlagym
 from vlagym.agents.dataset import (
+    FORMAT_VERSION,
+    SHARD_GLOB,
     SPLIT_SEED_START,
     SPLIT_SIZE,
     atomic_write_text,
     compute_stats,
+    drop_merged_staged,
+    file_env_args,
     index_demos,
+    locked,
     merge_into_shard,
+    read_json,
+    reading,
     split_of,
+    staged_seed,
     write_episode_file,
 )
 from vlagym.agents.rollout import _worker_env, expert_agent, run_episode
@@ -111,43 +126,85 @@ def _env_args(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _done_seeds(root: Path) -> tuple[set[int], set[int]]:
     """Seeds already kept (in shards or staged) and seeds that failed."""
-    kept = {ref.seed for ref in index_demos([p for p in root.glob("shard_*.hdf5")])} if any(
-        root.glob("shard_*.hdf5")) else set()
+    kept = {ref.seed for ref in index_demos(root)} if any(root.glob(SHARD_GLOB)) else set()
     staging = root / "staging"
-    kept |= {int(p.stem.split("_")[1]) for p in staging.glob("ep_*.hdf5")}
+    kept |= {staged_seed(p) for p in staging.glob("ep_*.hdf5")}
     failed = {int(p.name.split("_")[1]) for p in staging.glob("failed_*")}
     return kept, failed
 
 
+def _differences(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """``key (stored X, requested Y)`` for every (dotted) key whose values differ."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        return [d for k in sorted(set(stored) | set(wanted), key=str)
+                for d in _differences(stored.get(k, "<absent>"), wanted.get(k, "<absent>"), f"{prefix}{k}.")]
+    return [] if stored == wanted else [f"{prefix.rstrip('.')} (stored {stored!r}, requested {wanted!r})"]
+
+
+def _check_settings(root: Path, cfg: CollectConfig, request: dict[str, Any]) -> None:
+    """Refuse to resume into a folder collected with other settings (request.json, and the env args
+    and noise stored in every shard and staged episode, which survive a lost request.json)."""
+    request_path = root / "request.json"
+    if request_path.exists():
+        diff = _differences(read_json(request_path), json.loads(json.dumps(request)))
+        if diff:
+            raise ValueError(f"{root} was collected with different settings: {'; '.join(diff)}; "
+                             f"use another --out or the same options to resume")
+    wanted = json.loads(json.dumps(_env_args(cfg.env, cfg.env_kwargs)))
+    for path in [*sorted(root.glob(SHARD_GLOB)), *sorted((root / "staging").glob("ep_*.hdf5"))]:
+        diff = _differences(file_env_args(path), wanted)
+        with reading(path), h5py.File(path, "r") as f:
+            noises = {float(d.attrs.get("noise", 0.0)) for d in f["data"].values()}
+        diff += [f"noise (stored {n!r}, requested {cfg.noise!r})" for n in sorted(noises) if n != cfg.noise]
+        if diff:
+            raise ValueError(f"{path} was collected with different settings: {'; '.join(diff)}; "
+                             f"use another --out or the same options to resume")
+
+
 def collect(cfg: CollectConfig) -> dict[str, Any]:
-    """Collect (or resume collecting) ``cfg.episodes`` successful demos; returns the manifest."""
+    """Collect (or resume collecting) ``cfg.episodes`` successful demos; returns the manifest.
+
+    Raises ``DatasetLocked`` when another process is collecting into the same folder.
+    """
     from vlagym.envs import check_env_id
-    from vlagym.experiments.report import provenance
 
     check_env_id(cfg.env)
+    with locked(cfg.out, "collect"):
+        return _collect(cfg)
+
+
+def _collect(cfg: CollectConfig) -> dict[str, Any]:
+    from vlagym.experiments.report import provenance
+
     root = Path(cfg.out)
     staging = root / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
     if cfg.level is None:  # datasets from before levels existed resume unchanged
         request.pop("level")
-    request_path = root / "request.json"
-    if request_path.exists():
-        previous = json.loads(request_path.read_text())
-        if previous != json.loads(json.dumps(request)):
-            raise ValueError(f"{root} was collected with different settings {previous}; "
-                             f"use another --out or the same options to resume")
-    else:
-        atomic_write_text(request_path, json.dumps(request, indent=2))
+    _check_settings(root, cfg, request)
+    merged = drop_merged_staged(root)
+    if merged:
+        print(f"collect: removed {len(merged)} staged episodes a shard already holds (seeds "
+              f"{staged_seed(merged[0])}..{staged_seed(merged[-1])}; an earlier merge was interrupted)",
+              file=sys.stderr)
 
     t0 = time.time()
     kept, failed = _done_seeds(root)
+    limit = cfg.seed_start + SPLIT_SIZE
+    outside = sorted(s for s in kept if not cfg.seed_start <= s < limit)
+    if outside:
+        raise ValueError(f"{root} holds seeds {outside[:5]}{'...' if len(outside) > 5 else ''} outside the "
+                         f"requested {cfg.split} range [{cfg.seed_start}, {limit}); use another --out or the "
+                         f"same options to resume")
+    request_path = root / "request.json"
+    if not request_path.exists():  # only once every check passed: a refused run must not record its settings
+        atomic_write_text(request_path, json.dumps(request, indent=2))
     failed |= set(_previous_manifest(root).get("dropped_seeds", []))
     env_kwargs = tuple(sorted(cfg.env_kwargs.items()))
     next_seed = cfg.seed_start
     bar = tqdm(total=cfg.episodes, initial=min(len(kept), cfg.episodes), desc=f"collect {cfg.env}",
                unit="ep", dynamic_ncols=True)
-    limit = cfg.seed_start + SPLIT_SIZE
 
     def enough() -> bool:
         return len(kept) >= cfg.episodes
@@ -181,7 +238,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         if p.exists():
             p.unlink()
     _merge_staged(root, cfg)
-    refs = index_demos(sorted(root.glob("shard_*.hdf5")))
+    refs = index_demos(root)
     stats = compute_stats(refs)
     atomic_write_text(root / "stats.json", json.dumps(stats, indent=2))
     dropped = sorted(s for s in failed if s < max(chosen))
@@ -189,6 +246,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     manifest = {
         **provenance(),
         "vlagym_version": vlagym.__version__,
+        "format_version": _format_version(root),
         "env_args": _env_args(cfg.env, cfg.env_kwargs),
         "expert": f"{cfg.env} scripted expert",
         "noise": cfg.noise,
@@ -208,13 +266,22 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
 
 def _previous_manifest(root: Path) -> dict[str, Any]:
     p = root / "manifest.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    return read_json(p) if p.exists() else {}
+
+
+def _format_version(root: Path) -> int:
+    """The oldest format among the shards (a resumed format-1 dataset keeps shards without checksums)."""
+    versions = []
+    for path in sorted(root.glob(SHARD_GLOB)):
+        with reading(path), h5py.File(path, "r") as f:
+            versions.append(int(f["data"].attrs.get("format_version", 1)))
+    return min(versions, default=FORMAT_VERSION)
 
 
 def _merge_staged(root: Path, cfg: CollectConfig) -> None:
     """Merge staged episodes (in seed order) into shards of ``shard_size`` demos."""
     staged = sorted((root / "staging").glob("ep_*.hdf5"))
-    shards = sorted(root.glob("shard_*.hdf5"))
+    shards = sorted(root.glob(SHARD_GLOB))
     index = len(shards)
     args = _env_args(cfg.env, cfg.env_kwargs)
     for start in range(0, len(staged), cfg.shard_size):

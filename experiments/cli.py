@@ -135,8 +135,10 @@ def cmd_collect(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from vlagym.agents.dataset import index_demos, read_manifest, shard_paths
+    from vlagym.agents.dataset import DatasetError, index_demos, read_manifest, shard_paths
 
+    if args.action == "verify":
+        return _verify_dataset(args.path)
     refs = index_demos(args.path)
     if args.action == "info":
         import numpy as np
@@ -153,7 +155,8 @@ def cmd_dataset(args) -> int:
               f"noise={manifest['noise']}")
         print(f"episodes     {len(refs)}  (dropped failures: {manifest['dropped_failures']})")
         print(f"frames       {frames}  (mean length {frames / len(refs):.1f})")
-        print("success      100% (only successful expert episodes are kept)")
+        succeeded = sum(r.success for r in refs)
+        print(f"success      {succeeded / len(refs):.0%} ({succeeded} of {len(refs)} episodes' 'success' attribute)")
         print(f"instructions {len({r.instruction for r in refs})} distinct; vocabulary {len(words)} words:")
         print("             " + " ".join(words))
         print("actions      mean " + np.array2string(np.array(stats["mean"]), precision=3))
@@ -168,10 +171,33 @@ def cmd_dataset(args) -> int:
     if not 0 <= args.episode < len(refs):
         raise ValueError(f"episode {args.episode} out of range: the dataset has {len(refs)} episodes")
     demo = load_demo(refs[args.episode])
+    if args.key not in demo["obs"]:
+        raise DatasetError(f"{refs[args.episode].path} [{refs[args.episode].key}]: no obs/{args.key}; "
+                           f"have {sorted(demo['obs'])}")
     frames = [annotate(f, refs[args.episode].instruction, t) for t, f in enumerate(demo["obs"][args.key])]
     path = write_video(args.out, frames)
     print(f"episode {args.episode} (seed {refs[args.episode].seed}, {len(frames)} frames) -> {path}")
     return 0
+
+
+def _verify_dataset(path: str) -> int:
+    """Decode every chunk, compare checksums; one line per shard, every problem, a summary; 1 on problems."""
+    from vlagym.agents.dataset import verify
+
+    checks = verify(path)
+    for c in checks:
+        sums = "checksums match" if not c.without_checksums else (
+            f"decoded; {c.without_checksums} demos have no checksums (written before format 2)")
+        print(f"{c.path.name}  {c.demos} demos  " + ("ok, " + sums if c.ok else f"BAD: {len(c.problems)} problems"))
+        for problem in c.problems:
+            print(f"  {problem}")
+    problems = sum(len(c.problems) for c in checks)
+    demos = sum(c.demos for c in checks)
+    unchecked = sum(c.without_checksums for c in checks)
+    print(f"verified {demos} demos in {len(checks)} shards: " + (f"{problems} problems in "
+          f"{sum(not c.ok for c in checks)} shards" if problems else "no problems")
+          + (f"; {unchecked} demos without checksums were only decoded" if unchecked else ""))
+    return 1 if problems else 0
 
 
 def cmd_train(args) -> int:
@@ -480,10 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the union of all levels)")
     s.set_defaults(func=cmd_collect)
 
-    s = sub.add_parser("dataset", formatter_class=fmt, help="inspect a dataset (info, show)",
-                       description="'info': episodes, frames, instructions, action statistics, size. "
-                                   "'show': write one episode as a video with its instruction drawn on it.")
-    s.add_argument("action", choices=["info", "show"], help="what to do")
+    s = sub.add_parser("dataset", formatter_class=fmt, help="inspect a dataset (info, show, verify)",
+                       description="'info': episodes, frames, success, instructions, action statistics, size. "
+                                   "'show': write one episode as a video with its instruction drawn on it. "
+                                   "'verify': decode every chunk and check the stored checksums; exits 1 "
+                                   "naming each bad file, demo, key and frame.")
+    s.add_argument("action", choices=["info", "show", "verify"], help="what to do")
     s.add_argument("path", help="dataset folder")
     s.add_argument("--episode", type=int, default=0, help="episode index (show)")
     s.add_argument("--key", default="rgb", help="image key to show")

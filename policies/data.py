@@ -4,10 +4,16 @@ A sample at step ``t`` of a demo holds the ``history`` observations ending at ``
 ``horizon`` actions starting at ``t`` (RT-1: history 6, horizon 1; BC-Z: history 1, horizon 10).
 Windows that cross an episode edge are padded by repeating the edge entry, and masks say
 which entries are real.
+
+Loading refuses garbage before training sees it (``DatasetError`` naming file, demo, key, row):
+labels and proprio must be finite, labels must lie in the env's action space (built from each
+shard's ``env_args``) widened by ``ACTION_MARGIN`` of its range per side, and a ``stats.json``
+must agree with the statistics of the data it describes (see ``check_stats``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -18,9 +24,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlagym.agents.dataset import DemoRef, compute_stats, index_demos
+from vlagym.agents.dataset import DatasetError, DemoRef, file_env_args, index_demos, read_json, reading
 
 ACTION_KEYS = ("actions", "expert_actions")
+# Executed actions are clipped to the space by the expert, so stored ones lie inside it; 10% of the
+# range per side (tabletop: [-1.2, 1.2]) tolerates other recorders' rounding or a slight overshoot
+# and still refuses a unit mistake (degrees, millimetres) or garbage such as 1e30.
+ACTION_MARGIN = 0.1
+# stats.json may differ from the data's own statistics by this much (float32 round trips, summation order).
+STATS_RTOL, STATS_ATOL = 1e-3, 1e-5
 
 
 class DemoWindows(Dataset):
@@ -77,20 +89,43 @@ class DemoWindows(Dataset):
         self._index = [(d, t) for d, ref in enumerate(self.demos) for t in range(ref.length)]
         self._files: dict[Path, h5py.File] = {}
         self._check_keys()
+        self._data_stats = self._scan()
 
     def _check_keys(self) -> None:
-        with h5py.File(self.demos[0].path, "r") as f:
-            obs = f["data"][self.demos[0].key]["obs"]
+        ref = self.demos[0]
+        with reading(ref.path, ref.key, "obs"), h5py.File(ref.path, "r") as f:
+            obs = f["data"][ref.key]["obs"]
             missing = [k for k in (*self.image_keys, "proprio") if k not in obs]
             if missing:
-                raise KeyError(f"{self.demos[0].path}: observations lack {missing}; have {sorted(obs)}")
+                raise KeyError(f"{ref.path}: observations lack {missing}; have {sorted(obs)}")
         if self.action_key != "actions":  # opened and closed here: h5py handles must not cross a fork
             for path in dict.fromkeys(ref.path for ref in self.demos):  # each shard once
-                with h5py.File(path, "r") as f:
+                with reading(path), h5py.File(path, "r") as f:
                     lacking = [r.key for r in self.demos if r.path == path and self.action_key not in f["data"][r.key]]
                 if lacking:
                     raise KeyError(f"{path} [{lacking[0]}] has no {self.action_key!r} (collected before the "
                                    f"expert's noiseless actions were stored); recollect it or train on 'actions'")
+
+    def _scan(self) -> dict[str, dict[str, list[float]]]:
+        """Read every demo's labels and proprio once: refuse non-finite values and labels outside the
+        action space (plus ``ACTION_MARGIN``); return their per-dimension statistics."""
+        arrays: dict[str, list[np.ndarray]] = {self.action_key: [], "proprio": []}
+        for path in dict.fromkeys(ref.path for ref in self.demos):  # each shard once
+            bounds = _action_bounds(json.dumps(file_env_args(path), sort_keys=True))
+            with reading(path), h5py.File(path, "r") as f:
+                for ref in (r for r in self.demos if r.path == path):
+                    for key in arrays:
+                        with reading(path, ref.key, key):
+                            d = f["data"][ref.key]
+                            x = (d[key] if key in d else d["obs"][key])[()]
+                        _check_values(x, f"{path} [{ref.key}] {key}", bounds if key in ACTION_KEYS else None)
+                        arrays[key].append(x)
+        out = {}
+        for key, xs in arrays.items():
+            x = np.concatenate(xs).astype(np.float64)
+            out[key] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(),
+                        "max": x.max(0).tolist(), "count": int(len(x))}
+        return out
 
     def __len__(self) -> int:
         return len(self._index)
@@ -112,6 +147,10 @@ class DemoWindows(Dataset):
         i, aug_seed = key if isinstance(key, tuple) else (key, None)
         d, t = self._index[i]
         ref = self.demos[d]
+        with reading(ref.path, ref.key, f"frame {t}"):
+            return self._item(d, t, ref, aug_seed)
+
+    def _item(self, d: int, t: int, ref: DemoRef, aug_seed: int | None) -> dict[str, Any]:
         demo = self._file(ref.path)["data"][ref.key]
         n = ref.length
         lo = max(0, t - self.history + 1)
@@ -132,7 +171,8 @@ class DemoWindows(Dataset):
         }
         gen = np.random.default_rng(aug_seed) if self.augment else None
         for key in self.image_keys:
-            frames = demo["obs"][key][lo:t + 1][take_obs]  # (history, H, W, 3) uint8
+            with reading(ref.path, ref.key, f"obs/{key} frames {lo}..{t}"):
+                frames = demo["obs"][key][lo:t + 1][take_obs]  # (history, H, W, 3) uint8
             images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
             item[key] = augment_images(images, gen, self.shift, self.jitter) if gen is not None else images
         return item
@@ -147,10 +187,86 @@ class DemoWindows(Dataset):
     def _stats(self, key: str) -> dict[str, list[float]]:
         stats_file = Path(self.paths[0]) / "stats.json"
         if self.max_demos is None and len(self.paths) == 1 and stats_file.exists():
-            stats = json.loads(stats_file.read_text())
-            if key in stats:
+            stats = read_json(stats_file)
+            if isinstance(stats, dict) and key in stats:
+                check_stats(stats[key], self._data_stats[key], f"{stats_file} [{key}]")
                 return stats[key]
-        return compute_stats(self.demos, keys=(key,))[key]
+        return self._data_stats[key]
+
+
+def check_stats(stats: Any, data: dict[str, list[float]], where: str) -> None:
+    """Refuse statistics that are malformed, non-finite or not those of the data they describe.
+
+    The rule for degenerate ones: a std of 0 is accepted only where the data is constant (min ==
+    max, e.g. a gripper that never opens), and the normaliser floors it to ``MIN_STD`` (targets are
+    then exactly 0). Any std, mean, min or max that differs from the data's own (a hand-edited or
+    stale stats.json) is refused, std 0 on a dimension that moves included: dividing by it would
+    blow the targets up.
+    """
+    if not isinstance(stats, dict):
+        raise DatasetError(f"{where}: expected an object with mean, std, min, max; got {type(stats).__name__}")
+    dim = np.size(data["mean"])
+    for field_ in ("mean", "std", "min", "max"):
+        values = stats.get(field_)
+        try:
+            got = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: {field_!r} must be {dim} numbers, got {values!r}") from None
+        if got.shape != (dim,):
+            raise DatasetError(f"{where}: {field_!r} must be {dim} numbers, got {values!r}")
+        bad = np.flatnonzero(~np.isfinite(got))
+        if bad.size:
+            raise DatasetError(f"{where}: {field_}[{bad[0]}] = {got[bad[0]]} is not finite")
+        want = np.atleast_1d(np.asarray(data[field_]))
+        off = np.flatnonzero(~np.isclose(got, want, rtol=STATS_RTOL, atol=STATS_ATOL))
+        if off.size:
+            i = off[0]
+            hint = " (std 0 on a dimension that varies)" if field_ == "std" and got[i] == 0 else ""
+            raise DatasetError(f"{where}: {field_}[{i}] = {got[i]:.6g} but the data gives {want[i]:.6g}{hint}; "
+                               f"the file is stale or edited: delete it to use the data's statistics")
+
+
+def _check_values(x: np.ndarray, where: str, bounds: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """``x`` (T, D): finite, and within ``bounds`` widened by ``ACTION_MARGIN`` of the range."""
+    if not np.issubdtype(x.dtype, np.number):
+        return
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        raise DatasetError(f"{where}: row {bad[0][0]} holds {x[tuple(bad[0])]} (not finite)")
+    if bounds is None:
+        return
+    low, high = bounds
+    margin = ACTION_MARGIN * (high - low)
+    outside = np.argwhere((x < low - margin) | (x > high + margin))
+    if outside.size:
+        idx = tuple(outside[0])
+        dim = idx[-1] if x.ndim > 1 else 0
+        raise DatasetError(f"{where}: row {idx[0]} dimension {dim} = {x[idx]:.6g} lies outside the action space "
+                           f"[{low[dim]:g}, {high[dim]:g}] (allowed margin {ACTION_MARGIN:.0%} of the range)")
+
+
+@functools.lru_cache(maxsize=16)
+def _action_bounds(env_args_json: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)`` of the env's action space (a Discrete(n) space as [0, n - 1]); None when the
+    env is not registered here (foreign data: only finiteness is checked)."""
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    args = json.loads(env_args_json)
+    try:
+        gym.spec(args["env_name"])
+    except (gym.error.Error, KeyError, TypeError):
+        return None
+    env = gym.make(args["env_name"], **{k: v for k, v in args.get("env_kwargs", {}).items() if k != "task"})
+    try:
+        space = env.action_space
+    finally:
+        env.close()
+    if isinstance(space, spaces.Box):
+        return np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    if isinstance(space, spaces.Discrete):
+        return np.array([space.start], np.float64), np.array([space.start + space.n - 1], np.float64)
+    return None
 
 
 def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, jitter: float) -> torch.Tensor:

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# A dimension that never moves in the data has std 0; dividing by it would blow targets up.
+# A dimension that never moves in the data (min == max, e.g. a gripper always closed) has std 0:
+# it is floored to MIN_STD, which keeps its targets exactly 0. A std of 0 on a dimension that moves
+# is a corrupt stats.json, refused where datasets are loaded (``policies.data.check_stats``).
 MIN_STD = 1e-6
 
 
@@ -23,11 +25,25 @@ def _tensor(values) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float32)
 
 
+def check_finite(stats: dict[str, list[float]], what: str, fields: tuple[str, ...]) -> None:
+    """Refuse non-finite statistics and negative stds (a NaN here would make every target NaN)."""
+    for name in fields:
+        x = _tensor(stats[name]).reshape(-1)
+        bad = (~torch.isfinite(x)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"{what} statistics: {name}[{i}] = {float(x[i])} is not finite")
+        if name == "std" and (x < 0).any():
+            i = int((x < 0).nonzero()[0])
+            raise ValueError(f"{what} statistics: std[{i}] = {float(x[i])} is negative")
+
+
 class ProprioNormalizer(nn.Module):
     """``(..., P)`` proprioception to z-scores with the config's proprio statistics."""
 
     def __init__(self, stats: dict[str, list[float]]) -> None:
         super().__init__()
+        check_finite(stats, "proprio", ("mean", "std"))
         self.register_buffer("mean", _tensor(stats["mean"]), persistent=False)
         self.register_buffer("std", _tensor(stats["std"]).clamp_min(MIN_STD), persistent=False)
 
@@ -65,6 +81,7 @@ class ActionCodec(nn.Module):
         self.gripper_dims = tuple(gripper_dims)
         self.continuous_dims = tuple(i for i in range(dim) if i not in self.gripper_dims)
         self.gripper_threshold = float(gripper_threshold)
+        check_finite(stats, "action", ("mean", "std", "min", "max"))
         amin, amax = _tensor(stats["min"]), _tensor(stats["max"])
         # A constant dimension gets a tiny range so binning stays defined (it decodes to that constant).
         amax = torch.where(amax - amin < MIN_STD, amin + MIN_STD, amax)
