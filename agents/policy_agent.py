@@ -73,11 +73,13 @@ class PolicyAgent:
         self.policy = policy.eval()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> PolicyAgent | SB3Agent:
-        """A vlagym policy as ``PolicyAgent``; an SB3 model (zip or RL run folder) as ``SB3Agent``."""
+    def load(cls, path: str | os.PathLike, device: str = "cpu", trust_pickle: bool | None = None
+             ) -> PolicyAgent | SB3Agent:
+        """A vlagym policy as ``PolicyAgent``; an SB3 model (zip or RL run folder) as ``SB3Agent``, loaded
+        without unpickling unless ``trust_pickle`` (``vlagym.agents.safe_load``)."""
         resolved = resolve_policy_dir(path)
         if resolved.suffix == ".zip":
-            return SB3Agent.load(resolved, device=device)
+            return SB3Agent.load(resolved, device=device, trust_pickle=trust_pickle)
         from vlagym.policies import load_policy
 
         return cls(load_policy(resolved).to(device))
@@ -94,13 +96,11 @@ def sb3_algorithm(path: str | os.PathLike):
     """The SB3 algorithm class (PPO or SAC) that saved the model zip at ``path``."""
     from stable_baselines3 import PPO, SAC
 
+    from vlagym.agents.safe_load import sb3_algorithm_name
+
     with zipfile.ZipFile(path) as z:
         data = json.loads(z.read("data"))
-    if "n_epochs" in data and "clip_range" in data:
-        return PPO
-    if "target_entropy" in data:
-        return SAC
-    raise ValueError(f"{path}: an SB3 model, but neither PPO nor SAC (vlagym rl trains those two)")
+    return PPO if sb3_algorithm_name(data, path) == "ppo" else SAC
 
 
 class SB3Agent:
@@ -122,8 +122,12 @@ class SB3Agent:
         self.discrete = isinstance(model.action_space, spaces.Discrete)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> SB3Agent:
-        return cls(sb3_algorithm(path).load(str(path), device=device))
+    def load(cls, path: str | os.PathLike, device: str = "cpu", trust_pickle: bool | None = None) -> SB3Agent:
+        """Its cloudpickled entries rebuilt, not unpickled (``vlagym.agents.safe_load.load_sb3``); with
+        ``trust_pickle`` (or ``--trust-pickle``), SB3's own load after a warning."""
+        from vlagym.agents.safe_load import load_sb3
+
+        return cls(load_sb3(path, sb3_algorithm(path), device=device, trust_pickle=trust_pickle))
 
     def reset(self) -> None:
         pass

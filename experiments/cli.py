@@ -74,6 +74,10 @@ def cmd_record(args) -> int:
     from vlagym.agents.rollout import run_episode, video_kwargs
     from vlagym.agents.video import write_video
 
+    if args.trust_pickle:
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
     env_id = _env_ids([args.env])[0]
     kwargs = {"image_size": args.image_size, **video_kwargs(env_id)}
     if args.policy:
@@ -203,6 +207,10 @@ def _verify_dataset(path: str) -> int:
 def cmd_train(args) -> int:
     from vlagym.policies.train import load_config, train
 
+    if args.trust_pickle:
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
     print(f"best policy: {summary['best_policy']} (validation success {summary['best']['success_rate']:.0%} "
@@ -211,6 +219,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.trust_pickle:
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
     if args.suite:
         from vlagym.experiments.suites import run_suite, to_markdown
 
@@ -252,6 +264,10 @@ def cmd_data_efficiency(args) -> int:
 def cmd_rl(args) -> int:
     from vlagym.experiments.rl import RLConfig, train_rl
 
+    if args.trust_pickle:
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
     cfg = RLConfig(env=_env_ids([args.env])[0], algo=args.algo, timesteps=args.timesteps, out=args.out,
                    env_kwargs=_kwargs(args.kwargs), n_envs=args.n_envs,
                    instruction={"kind": args.instruction} if args.instruction else None,
@@ -369,6 +385,10 @@ def cmd_vl_data(args) -> int:
 def cmd_vl_train(args) -> int:
     from vlagym.vl.train import VLTrainConfig, parse_overrides, train_vl
 
+    if args.trust_pickle:
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
     overrides = parse_overrides(args.overrides)
     for key in ("data", "eval_data", "out"):
         if getattr(args, key) is not None:
@@ -465,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.0, help="expert action noise")
     s.add_argument("--image-size", type=int, default=128, help="camera resolution (a policy's own wins)")
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
+                        "crafted file holds)")
     s.set_defaults(func=cmd_record)
 
     s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data, policy)",
@@ -526,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None, help="YAML config file")
     s.add_argument("--resume", action="store_true", help="continue the run in out= from its last checkpoint")
     s.add_argument("overrides", nargs="*", help="key=value overrides (policy.<field>=value for the policy)")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow --resume to unpickle a checkpoint that torch.load(weights_only=True) refuses (old "
+                        "format; runs any code a crafted file holds)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", formatter_class=fmt, help="evaluate a policy beside the expert",
@@ -555,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strengths for --suite robustness besides 0 (default 0.25 0.5 1)")
     s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
                    help="env keyword arguments for --suite (e.g. image_size=64 when evaluating the expert alone)")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
+                        "crafted file holds)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("data-efficiency", formatter_class=fmt, help="success against the number of demonstrations",
@@ -652,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos", type=int, default=0, help="test episodes recorded as MP4s")
     s.add_argument("--workers", type=int, default=1, help="worker processes of the final evaluation")
     s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow a resume to unpickle a checkpoint zip that cannot be loaded safely (runs any code a "
+                        "crafted file holds)")
     s.set_defaults(func=cmd_rl)
 
     s = sub.add_parser("rl-plot", formatter_class=fmt, help="learning curves of several rl runs on one plot",
@@ -700,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-data", default=None, help="held-out vl-data folder")
     s.add_argument("--out", default=None, help="run folder (default runs/vl)")
     s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow a resume to unpickle a checkpoint.pt that torch.load(weights_only=True) refuses "
+                        "(runs any code a crafted file holds)")
     s.set_defaults(func=cmd_vl_train)
 
     s = sub.add_parser("vl-ground", formatter_class=fmt, help="train and evaluate the grounding head",

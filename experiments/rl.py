@@ -485,9 +485,15 @@ def _check_resume(run: Path, cfg: RLConfig) -> None:
                          "or delete the folder")
 
 
-def train_rl(cfg: RLConfig) -> dict[str, Any]:
-    """Train (or resume) a run and evaluate it; returns a summary with the paths."""
+def train_rl(cfg: RLConfig, trust_pickle: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) a run and evaluate it; returns a summary with the paths.
+
+    A resume loads the newest checkpoint zip without unpickling (``vlagym.agents.safe_load.load_sb3``: spaces
+    from the vectorised env, schedules as constants); ``trust_pickle`` allows SB3's unpickling load instead.
+    No replay buffer is saved or loaded (a resumed SAC run starts with an empty buffer)."""
     from stable_baselines3 import PPO, SAC
+
+    from vlagym.agents.safe_load import load_sb3
 
     torch.set_num_threads(1)
     run = Path(cfg.out)
@@ -507,7 +513,8 @@ def train_rl(cfg: RLConfig) -> dict[str, Any]:
         ckpt = latest_checkpoint(run)
         if ckpt is not None:
             algo = PPO if cfg.algo == "ppo" else SAC
-            model = algo.load(str(ckpt[0]), env=venv, device=cfg.device, tensorboard_log=str(run / "tb"))
+            model = load_sb3(ckpt[0], algo, env=venv, device=cfg.device, trust_pickle=trust_pickle,
+                             tensorboard_log=str(run / "tb"))
             logger.info("resuming %s from %s (%d steps)", run, ckpt[0].name, ckpt[1])
             prior = read_curve(run)
             t0 -= float(prior[-1]["wall_s"]) if prior else 0.0

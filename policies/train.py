@@ -3,8 +3,15 @@
 AdamW with linear warm-up and cosine decay, gradient clipping, mixed precision on GPU,
 periodic evaluation in simulation on validation seeds with best-checkpoint selection,
 TensorBoard logs and atomic checkpoints. ``resume=True`` continues a killed run from its
-last checkpoint and gives the same weights as an uninterrupted run of the same seed: data
-order and augmentation are functions of (seed, step), and RNG states are checkpointed.
+last checkpoint and gives bit-identical weights to an uninterrupted run of the same config on the
+same device: data order and augmentation are functions of (seed, step) (so DataLoader workers hold no
+state that matters), the torch, numpy and Python RNG states and the optimizer state are checkpointed,
+the DataLoader draws its worker seeds from its own generator (not the global one), and evaluation in
+simulation runs with the RNG states saved and restored around it. The learning-rate schedule is a
+function of (step, config). A resume refuses a config that differs except in ``RESUME_FREE_FIELDS``.
+
+``checkpoint/train_state.pt`` holds only tensors, numbers, strings and containers of them and loads
+with ``torch.load(weights_only=True)``; a file that needs more is refused unless ``trust_pickle``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,11 +34,16 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from vlagym.agents.dataset import atomic_write_text
 from vlagym.agents.dataset import env_args as dataset_env_args
+from vlagym.agents.safe_load import torch_load_weights
 from vlagym.policies.data import ACTION_KEYS, DemoWindows
 
 log = logging.getLogger(__name__)
 VAL_SEED_START = 1_000_000
+RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device")
+"""Config fields a resume may change: they set speed, logging or checkpoint frequency, not the weights
+(``device``: a resume on another device continues, but CPU and CUDA round differently)."""
 
 
 @dataclass
@@ -201,14 +214,75 @@ def save_policy(policy, directory: Path, env_args: dict[str, Any]) -> None:
     (directory / ENV_ARGS_NAME).write_text(json.dumps(env_args, indent=2))
 
 
+def rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy-global and Python ``random`` states, as tensors, numbers and lists only."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "state": list(state), "gauss_next": gauss_next}}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
 def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any], env_args: dict[str, Any]) -> None:
     tmp = run / ".checkpoint.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     save_policy(policy, tmp / "policy", env_args)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best,
-                "torch_rng": torch.get_rng_state()}, tmp / "train_state.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best, "rng": rng_states()},
+               tmp / "train_state.pt")
     _atomic_dir(tmp, run / "checkpoint")
+
+
+def load_train_state(path: Path, trust_pickle: bool | None = None) -> dict[str, Any]:
+    """``train_state.pt`` without unpickling (``weights_only=True``); see ``safe_load.torch_load_weights``."""
+    state = torch_load_weights(path, trust_pickle=trust_pickle)
+    missing = {"optimizer", "step", "best"} - set(state)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; is it a vlagym train checkpoint?")
+    return state
+
+
+def _yaml_plain(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def check_resume_config(run: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume ``run`` with a config that differs from the one it started with (its config.yaml),
+    outside ``RESUME_FREE_FIELDS``; names every differing field with both values."""
+    path = run / "config.yaml"
+    if not path.exists():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = _yaml_plain(dataclasses.asdict(cfg))
+    diff = {k: (old.get(k), new[k]) for k in new if k not in RESUME_FREE_FIELDS and old.get(k) != new[k]}
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(f"cannot resume {run} with a different config ({shown}). A resumed run must match "
+                         f"{path} except in {', '.join(RESUME_FREE_FIELDS)}; pass the original settings or "
+                         "choose another out=")
+
+
+class _IsolatedRNG:
+    """Saves the torch, numpy and Python RNG states and restores them on exit: evaluation in simulation then
+    leaves the training's random streams where they were."""
+
+    def __enter__(self) -> None:
+        self.states = rng_states()
+
+    def __exit__(self, *exc) -> None:
+        set_rng_states(self.states)
 
 
 def _restore_interrupted(run: Path) -> None:
@@ -218,8 +292,11 @@ def _restore_interrupted(run: Path) -> None:
         os.replace(old, ckpt)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train; returns a summary with the run folder, final loss and best evaluation."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_pickle: bool | None = None
+          ) -> dict[str, Any]:
+    """Train; returns a summary with the run folder, final loss and best evaluation.
+
+    ``trust_pickle`` lets a resume unpickle a checkpoint that ``weights_only=True`` refuses (after a warning)."""
     from torch.utils.tensorboard import SummaryWriter
 
     from vlagym.policies import load_policy, make_policy
@@ -229,12 +306,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     run = Path(cfg.out)
     if run.exists() and (run / "config.yaml").exists() and not resume:
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another out=")
+    if resume:
+        check_resume_config(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     _restore_interrupted(run)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2))
     torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # only third-party code reads the global generator
+    np.random.seed(cfg.seed)  # only third-party code reads the global generators
+    random.seed(cfg.seed)
 
     env_args = dataset_env_args(cfg.data[0])
     eval_env = cfg.eval_env or env_args["env_name"]
@@ -245,15 +325,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     start = 0
     best = {"success_rate": -1.0, "step": None}
     if resume and (run / "checkpoint").exists():
+        state = load_train_state(run / "checkpoint" / "train_state.pt", trust_pickle)
         policy = load_policy(run / "checkpoint" / "policy")
-        state = torch.load(run / "checkpoint" / "train_state.pt", weights_only=False)
         start, best = state["step"], state["best"]
     else:
         policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **cfg.policy_overrides)
         state = None
     policy.to(device).train()
-    (run / "config.yaml").write_text(yaml.safe_dump({**dataclasses.asdict(cfg),
-                                                      "resolved_policy": policy.config_dict()}, sort_keys=False))
+    atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
+                                                          "resolved_policy": policy.config_dict()}, sort_keys=False))
     history, horizon = policy.window()
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
                        max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels)
@@ -261,14 +341,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        if "rng" in state:
+            set_rng_states(state["rng"])
+        else:  # written before the numpy and Python states were saved
+            torch.set_rng_state(state["torch_rng"])
     if start >= cfg.steps:
         log.info("run already finished at step %d", start)
         return _summary(run, best, None)
 
     sampler = StepSampler(len(data), cfg.batch_size, cfg.steps, cfg.seed, start)
+    # Its own generator: creating the iterator draws the workers' base seed, which from the global generator
+    # would shift every later torch draw (dropout) of a resumed run by one.
+    workers_seed = int(np.random.SeedSequence([cfg.seed, start]).generate_state(1)[0])
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
-                        persistent_workers=False, pin_memory=device.type == "cuda")
+                        persistent_workers=False, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(workers_seed))
     writer = SummaryWriter(str(run / "tb"), purge_step=start)
     use_amp = cfg.amp and device.type == "cuda"
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy}", unit="step", dynamic_ncols=True,
@@ -303,7 +390,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.0f}")
         bar.update(1)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            rate = evaluate_during_training(policy, eval_env, env_args["env_kwargs"], cfg.eval_episodes, device)
+            with _IsolatedRNG():
+                rate = evaluate_during_training(policy, eval_env, env_args["env_kwargs"], cfg.eval_episodes,
+                                                device)
             policy.train()
             writer.add_scalar("eval/success_rate", rate, step)
             bar.write(f"step {step}: validation success {rate:.0%} over {cfg.eval_episodes} episodes")

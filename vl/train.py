@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from vlagym.agents.dataset import atomic_write_text
+from vlagym.agents.safe_load import torch_load_weights
 from vlagym.envs.tabletop.objects import COLORS, SHAPES
 from vlagym.vl.captions import TEMPLATES, Fact, binding_pair, hard_negatives
 from vlagym.vl.data import VLData, load_vl_data
@@ -167,8 +168,11 @@ def _lr_at(cfg: VLTrainConfig, step: int) -> float:
     return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
 
 
-def train_vl(cfg: VLTrainConfig) -> dict[str, Any]:
-    """Train (resuming from ``out/checkpoint.pt`` when its settings match); returns the metrics."""
+def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, Any]:
+    """Train (resuming from ``out/checkpoint.pt`` when its settings match); returns the metrics.
+
+    The checkpoint holds tensors, numbers and strings only and loads with ``torch.load(weights_only=True)``;
+    one that needs unpickling is refused unless ``trust_pickle`` (``--trust-pickle``)."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
@@ -190,7 +194,7 @@ def train_vl(cfg: VLTrainConfig) -> dict[str, Any]:
     start = 0
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = torch_load_weights(ckpt_path, trust_pickle=trust_pickle, map_location=device)
         if ckpt["settings"] != settings:
             raise ValueError(f"{out} holds a run with different settings; use another out= or the same ones")
         model.clip.load_state_dict(ckpt["model"])

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,12 +98,95 @@ def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    step = torch.load(killed / "checkpoint" / "train_state.pt", weights_only=False)["step"]
+    step = torch.load(killed / "checkpoint" / "train_state.pt", weights_only=True)["step"]
     assert step < steps, "the kill came too late to test resume"
     res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     a = load_file(reference / "checkpoint" / "policy" / "model.safetensors")
     b = load_file(killed / "checkpoint" / "policy" / "model.safetensors")
     assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+
+
+# --- step 10: resume loads no pickle, refuses another config, and matches an uninterrupted run ----------------
+CRAFTED = Path(__file__).parents[1] / "crafted"
+
+
+def test_resume_never_unpickles_train_state(data, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from vlagym.agents.safe_load import PickleRefusedError
+
+    monkeypatch.chdir(tmp_path)  # where the crafted pickle would write its marker
+    monkeypatch.delenv("VLAGYM_TRUST_PICKLE", raising=False)
+    out = tmp_path / "run"
+    train(_cfg(data, out, steps=4), progress=False)
+    state = out / "checkpoint" / "train_state.pt"
+    assert torch.load(state, weights_only=True)["step"] == 4  # vlagym's own state needs no pickle
+    shutil.copy(CRAFTED / "train_state.pt", state)
+    with pytest.raises(PickleRefusedError, match=r"train_state\.pt.*--trust-pickle"):
+        train(_cfg(data, out, steps=4), resume=True, progress=False)
+    assert not (tmp_path / "vlagym_unpickled_marker").exists()
+    with pytest.raises(ValueError, match="parameter group"):  # the flag unpickles it (the file is live); its
+        train(_cfg(data, out, steps=4), resume=True, progress=False, trust_pickle=True)  # optimizer is a dummy
+    assert (tmp_path / "vlagym_unpickled_marker").exists() and "WARNING: unpickling" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_config(data, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(data, out, steps=4), progress=False)
+    before = (out / "config.yaml").read_bytes()
+    changed = _cfg(data, out, steps=4, lr=1e-3, batch_size=2,
+                   policy_overrides={**TINY_BCZ, "horizon": 5})
+    with pytest.raises(ValueError, match=r"batch_size: 4 in the run, 2 now; lr: .*policy_overrides"):
+        train(changed, resume=True, progress=False)
+    assert (out / "config.yaml").read_bytes() == before
+    # Speed and logging settings may change.
+    train(_cfg(data, out, steps=4, threads=2, num_workers=1, log_every=1), resume=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def wrist_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "touch_wrist"
+    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=3, out=str(out), workers=1,
+                          env_kwargs={"image_size": 32, "wrist_camera": True}))
+    return out
+
+
+def test_resume_in_default_config_matches_uninterrupted(wrist_data, tmp_path, monkeypatch):
+    """load_config's defaults (2 DataLoader workers, augmentation, the sentence encoder) with the pipeline's
+    BC-Z recipe, dropout on so training draws from torch's RNG, and evaluation in simulation: killed after
+    the checkpoint at step 4 and resumed, it ends bit-identical to an uninterrupted run."""
+    import vlagym.policies.train as T
+    from vlagym.experiments.pipeline import RECIPES
+
+    overrides = [f"data=[{wrist_data}]", "steps=8", "batch_size=4", "save_every=4", "eval_every=4",
+                 "eval_episodes=1", "warmup_steps=2", "log_every=2"]
+    overrides += [f"policy.{k}={v}" for k, v in {**RECIPES["bcz"], "dropout": 0.1}.items()]
+
+    def cfg(out):
+        return load_config(None, [*overrides, f"out={out}"])
+
+    train(cfg(tmp_path / "reference"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    save = T.save_checkpoint
+
+    def save_then_die(run, policy, optimizer, step, *args):
+        save(run, policy, optimizer, step, *args)
+        if step == 4:
+            raise Killed
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(cfg(tmp_path / "killed"), progress=False)
+    monkeypatch.setattr(T, "save_checkpoint", save)
+    train(cfg(tmp_path / "killed"), resume=True, progress=False)
+    a = load_file(tmp_path / "reference" / "checkpoint" / "policy" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "checkpoint" / "policy" / "model.safetensors")
+    assert a.keys() == b.keys() and len(a) > 200
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")

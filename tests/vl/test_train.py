@@ -124,3 +124,19 @@ def test_clip_policy_starts_from_pretrained_towers(run, tmp_path):
     assert torch.equal(again.clip.visual.positional_embedding, policy.clip.visual.positional_embedding)
     fresh = make_policy("clip", obs, act, stats=STATS, clip_model_cfg=MICRO, fusion="late", fusion_dim=32)
     assert not torch.equal(fresh.clip.text_projection, policy.clip.text_projection)
+
+
+def test_resume_never_unpickles_checkpoint(data_dir, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from vlagym.agents.safe_load import PickleRefusedError
+
+    monkeypatch.chdir(tmp_path)  # where the crafted pickle would write its marker
+    monkeypatch.delenv("VLAGYM_TRUST_PICKLE", raising=False)
+    out = tmp_path / "vl"
+    out.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "crafted" / "checkpoint.pt", out / "checkpoint.pt")
+    with pytest.raises(PickleRefusedError, match=r"checkpoint\.pt.*--trust-pickle"):
+        train_vl(VLTrainConfig(data=str(data_dir), out=str(out), model_cfg=MICRO, steps=2, batch_size=4))
+    assert not (tmp_path / "vlagym_unpickled_marker").exists()
