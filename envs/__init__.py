@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.envs.registration import WrapperSpec
 
 from vlagym.envs.nav.tasks import TASKS as NAV_TASKS
 from vlagym.envs.tabletop.tasks import TASKS as TABLETOP_TASKS
@@ -15,6 +16,10 @@ _FAMILIES = (
     ("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS, "vlagym.envs.tabletop.env:TabletopEnv"),
     ("Nav", _NAV_IDS, NAV_TASKS, "vlagym.envs.nav.env:NavEnv"),
 )
+
+
+# Outside TimeLimit: step() after termination or truncation raises until reset().
+END_OF_EPISODE = WrapperSpec("EndOfEpisode", "vlagym.envs.core:EndOfEpisode", {})
 
 
 def _ids(prefix: str, names: dict[str, str], tasks: dict) -> list[str]:
@@ -34,7 +39,7 @@ def register_envs() -> None:
             if task not in tasks or env_id in gym.registry:
                 continue
             gym.register(id=env_id, entry_point=entry_point, kwargs={"task": task},
-                         max_episode_steps=tasks[task].max_steps)
+                         max_episode_steps=tasks[task].max_steps, additional_wrappers=(END_OF_EPISODE,))
 
 
 def check_env_id(env_id: str) -> str:
