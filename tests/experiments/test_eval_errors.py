@@ -134,7 +134,8 @@ def test_debug_shows_the_traceback():
     ["pipeline", "--workers", "0"], ["data-efficiency", "--out", "x", "--workers", "0"],
     ["rl", "--env", TOUCH, "--timesteps", "1", "--workers", "0"],
 ])
-def test_counts_below_one_are_refused(argv, capsys):
+def test_counts_below_one_are_refused(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were a count accepted, what it ran would write here
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
