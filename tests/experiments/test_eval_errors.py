@@ -75,6 +75,13 @@ def test_regress_check_and_expert_eval_validate_kwargs(capsys):
     assert code == 0  # touch defines L5
 
 
+def test_suite_validates_kwargs_before_any_episode(capsys):
+    code, _, err = run(["eval", "--suite", "robustness", "--env", TOUCH, "--episodes", "1", "--workers", "1",
+                        "--kwargs", "levle=L1"], capsys)
+    assert code == 2
+    one_line_error(err, "eval", "unknown env kwarg 'levle' for vlagym/TabletopTouch-v0")
+
+
 # --- finding 11: errors that name the file, field or value -------------------------------------------------
 def test_policy_trained_on_another_env_is_refused_naming_both(capsys):
     code, _, err = run(["eval", "--policy", str(CHECKPOINT), "--env", NAV, "--episodes", "1"], capsys)
