@@ -179,17 +179,17 @@ class Job:
 # n-th job exit at once, unless the marker file exists (it is created first, atomically, so one process
 # dies once). In a worker that is a killed worker; with workers=1 it is the evaluating process itself.
 FAULT_ENV = "VLAGYM_FAULT_EXIT_ONCE"
-_JOBS_STARTED = 0
+_JOBS_STARTED: dict[int, int] = {}  # per process id: a forked worker starts counting at 0
 
 
 def _fault_hook() -> None:
-    global _JOBS_STARTED
-    _JOBS_STARTED += 1
+    pid = os.getpid()
+    _JOBS_STARTED[pid] = _JOBS_STARTED.get(pid, 0) + 1
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     marker, _, n = spec.rpartition(":")
-    if _JOBS_STARTED != int(n):
+    if _JOBS_STARTED[pid] != int(n):
         return
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
