@@ -50,8 +50,9 @@ def resolve_policy_dir(path: str | os.PathLike) -> Path:
                             f"{SB3_MODEL_NAME})")
 
 
-def policy_env_kwargs(path: str | os.PathLike) -> dict[str, Any]:
-    """The env kwargs a saved policy was trained with (from its env_args.json), minus the task.
+def policy_env_args(path: str | os.PathLike) -> tuple[str | None, dict[str, Any], Path | None]:
+    """``(env id, env kwargs minus the task, env_args.json path)`` a saved policy was trained with; ``(None,
+    {}, None)`` when it has no env_args.json.
 
     For an SB3 zip, env_args.json sits beside it or in the run folder above (``checkpoints/*.zip``)."""
     r = resolve_policy_dir(path)
@@ -59,9 +60,21 @@ def policy_env_kwargs(path: str | os.PathLike) -> dict[str, Any]:
                                                            r.parent.parent / "env_args.json"]
     p = next((c for c in candidates if c.exists()), None)
     if p is None:
-        return {}
-    kwargs = json.loads(p.read_text()).get("env_kwargs", {})
-    return {k: v for k, v in kwargs.items() if k != "task"}
+        return None, {}, None
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("env_kwargs", {}), dict):
+        raise ValueError(f"{p}: expected an object with an 'env_kwargs' object, got {type(data).__name__}")
+    kwargs = {k: v for k, v in data.get("env_kwargs", {}).items() if k != "task"}
+    # BC runs write env_name (robomimic's key), vlagym rl writes env_id.
+    return data.get("env_name") or data.get("env_id"), kwargs, p
+
+
+def policy_env_kwargs(path: str | os.PathLike) -> dict[str, Any]:
+    """The env kwargs a saved policy was trained with (from its env_args.json), minus the task."""
+    return policy_env_args(path)[1]
 
 
 class PolicyAgent:

@@ -8,9 +8,11 @@ Episodes run in worker processes, one environment each, seeded explicitly.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -173,7 +175,31 @@ class Job:
     agent: str = "expert"
 
 
+# Fault injection for tests: ``VLAGYM_FAULT_EXIT_ONCE=<marker file>:<n>`` makes the process that starts its
+# n-th job exit at once, unless the marker file exists (it is created first, atomically, so one process
+# dies once). In a worker that is a killed worker; with workers=1 it is the evaluating process itself.
+FAULT_ENV = "VLAGYM_FAULT_EXIT_ONCE"
+_JOBS_STARTED: dict[int, int] = {}  # per process id: a forked worker starts counting at 0
+
+
+def _fault_hook() -> None:
+    pid = os.getpid()
+    _JOBS_STARTED[pid] = _JOBS_STARTED.get(pid, 0) + 1
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    marker, _, n = spec.rpartition(":")
+    if _JOBS_STARTED[pid] != int(n):
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(70)
+
+
 def _run_job(job: Job) -> Episode:
+    _fault_hook()
     env = _worker_env(job.env_id, job.env_kwargs)
     if job.agent == "expert":
         make = lambda e: expert_agent(e, job.noise)  # noqa: E731
@@ -208,27 +234,62 @@ def _worker_env(env_id: str, kwargs: tuple) -> gym.Env:
     return _ENVS[key]
 
 
-def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episodes") -> list[Episode]:
-    """Run expert episodes in ``workers`` processes with a progress bar; results in job order."""
+class WorkerCrash(RuntimeError):
+    """Worker processes kept dying (killed, out of memory, a crash in native code) past the retries."""
+
+
+def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episodes",
+             on_result: Callable[[int, Episode], None] | None = None, retries: int = 2) -> list[Episode]:
+    """Run episodes in ``workers`` processes with a progress bar; results in job order.
+
+    ``on_result(i, episode)`` runs in this process as each job finishes (evaluation logs episodes there,
+    so a crash loses none). A worker that dies takes the pool with it (``BrokenProcessPool``): the pool is
+    rebuilt and the unfinished jobs resubmitted, up to ``retries`` times, then ``WorkerCrash``.
+    """
     jobs = list(jobs)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results: list[Episode | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc=desc, unit="ep", dynamic_ncols=True)
     ok = 0
+
+    def done(i: int, ep: Episode) -> None:
+        nonlocal ok
+        results[i] = ep
+        if on_result is not None:
+            on_result(i, ep)
+        ok += ep.success
+        bar.set_postfix(success=f"{ok}/{bar.n + 1}")
+        bar.update()
+
     if workers == 1:
         for i, job in enumerate(jobs):
-            results[i] = _run_job(job)
-            ok += results[i].success
-            bar.set_postfix(success=f"{ok}/{i + 1}")
-            bar.update()
+            done(i, _run_job(job))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
-            for n, fut in enumerate(as_completed(futures), 1):
-                results[futures[fut]] = fut.result()
-                ok += results[futures[fut]].success
-                bar.set_postfix(success=f"{ok}/{n}")
-                bar.update()
+        crashes = 0
+        while (pending := [i for i, r in enumerate(results) if r is None]):
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)))
+            try:
+                futures = {pool.submit(_run_job, jobs[i]): i for i in pending}
+                while futures:
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        done(futures.pop(fut), fut.result())
+            except BrokenProcessPool as e:
+                crashes += 1
+                left = [i for i, r in enumerate(results) if r is None]
+                first = jobs[left[0]]
+                if crashes > retries:
+                    bar.close()
+                    raise WorkerCrash(
+                        f"{desc}: a worker process died {crashes} times (killed, out of memory or a crash in "
+                        f"native code); {len(left)} of {len(jobs)} episodes unfinished, the first "
+                        f"{first.env_id} seed {first.seed}") from e
+                bar.write(f"{desc}: a worker process died; rerunning the {len(left)} unfinished episodes in a new "
+                          f"pool (retry {crashes} of {retries})", file=sys.stderr)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return results
 

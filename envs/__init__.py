@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+from gymnasium.envs.registration import WrapperSpec
 
 from vlagym.envs.nav.tasks import TASKS as NAV_TASKS
 from vlagym.envs.tabletop.tasks import TASKS as TABLETOP_TASKS
@@ -15,6 +16,10 @@ _FAMILIES = (
     ("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS, "vlagym.envs.tabletop.env:TabletopEnv"),
     ("Nav", _NAV_IDS, NAV_TASKS, "vlagym.envs.nav.env:NavEnv"),
 )
+
+
+# Outside TimeLimit: step() after termination or truncation raises until reset().
+END_OF_EPISODE = WrapperSpec("EndOfEpisode", "vlagym.envs.core:EndOfEpisode", {})
 
 
 def _ids(prefix: str, names: dict[str, str], tasks: dict) -> list[str]:
@@ -34,7 +39,7 @@ def register_envs() -> None:
             if task not in tasks or env_id in gym.registry:
                 continue
             gym.register(id=env_id, entry_point=entry_point, kwargs={"task": task},
-                         max_episode_steps=tasks[task].max_steps)
+                         max_episode_steps=tasks[task].max_steps, additional_wrappers=(END_OF_EPISODE,))
 
 
 def check_env_id(env_id: str) -> str:
@@ -43,3 +48,44 @@ def check_env_id(env_id: str) -> str:
     if env_id not in gym.registry:
         raise ValueError(f"unknown environment id {env_id!r}; registered vlagym ids: {', '.join(ENV_IDS)}")
     return env_id
+
+
+def env_constructor_args(env_id: str) -> list[str]:
+    """The keyword arguments ``gym.make(env_id, ...)`` passes on to the env's constructor (and, for
+    navigation, to its task), without ``task``, which the id fixes."""
+    import inspect
+
+    spec = gym.spec(check_env_id(env_id))
+    module, name = spec.entry_point.split(":")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    params = inspect.signature(cls.__init__).parameters
+    names = {n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # NavEnv(**task_kwargs) -> the task's own
+        task = next(tasks for _, _, tasks, ep in _FAMILIES if ep == spec.entry_point)[spec.kwargs["task"]]
+        names |= {n for n, p in inspect.signature(task.__init__).parameters.items()
+                  if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return sorted(names - {"task"})
+
+
+def check_env_kwargs(env_id: str, kwargs: dict) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    """Refuse env kwargs that ``gym.make(env_id, **kwargs)`` would refuse, before any episode runs: unknown
+    names, and values the constructor rejects (a level the task does not define, an image size out of
+    range, ...). Builds the env once (no rendering: that happens at reset) and returns its
+    ``(observation_space, action_space)``."""
+    allowed = env_constructor_args(env_id)
+    if "task" in kwargs:
+        raise ValueError(f"env kwarg 'task' cannot be set for {env_id}: the env id fixes the task")
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown env kwarg{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+                         f"{env_id}; it takes {', '.join(allowed)}")
+    try:
+        env = gym.make(env_id, **kwargs)
+    except TypeError as e:  # a wrong type deep in the constructor
+        raise ValueError(f"env kwargs {kwargs!r} for {env_id}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"env kwargs for {env_id}: {e}") from e
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()

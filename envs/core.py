@@ -11,6 +11,8 @@ Every random draw flows from Gymnasium's seed: ``reset`` hands ``self.np_random`
 from __future__ import annotations
 
 import abc
+import numbers
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -25,6 +27,25 @@ INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 MAX_INSTRUCTION_LEN = 160
 # Privileged state holds positions (metres) and unit vectors; anything beyond is a bug.
 STATE_BOUND = 100.0
+# Camera resolution bounds: below 16 px nothing is recognisable (and the policies' encoders refuse it); above
+# 512 a reset takes a minute and gigabytes (10000 px: 61 s, 5.2 GB per reset).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 512
+
+
+def image_hw(image_size: Any) -> tuple[int, int]:
+    """``(height, width)`` from an int or a pair of ints, each within ``MIN_IMAGE_SIZE..MAX_IMAGE_SIZE``."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if ok(image_size):
+        pair: Any = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(ok(v) for v in image_size):
+        pair = tuple(image_size)
+    else:
+        raise ValueError(f"image_size must be an int or a (height, width) pair of ints, got {image_size!r}")
+    if not all(MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE for v in pair):
+        raise ValueError(f"image_size must be within {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels, got {image_size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 class Robot(abc.ABC):
@@ -199,6 +220,7 @@ class RobotTaskEnv(gym.Env):
         if len(self.task.instruction) > MAX_INSTRUCTION_LEN:
             raise RuntimeError(f"instruction longer than {MAX_INSTRUCTION_LEN} chars: {self.task.instruction!r}")
         self._steps = 0
+        self._terminated = False
         obs = self._observe()
         return obs, self._info()
 
@@ -210,6 +232,7 @@ class RobotTaskEnv(gym.Env):
         success = self.task.is_success()
         reward = self.task.dense_reward() if self.reward_type == "dense" else float(success)
         obs = self._observe()
+        self._terminated = bool(success)
         return obs, float(reward), bool(success), False, self._info(success)
 
     def render(self):
@@ -240,12 +263,25 @@ class RobotTaskEnv(gym.Env):
     def _check_action(self, action) -> np.ndarray:
         if not hasattr(self, "_steps"):
             raise RuntimeError("call reset() before step()")
+        if self._terminated:
+            raise RuntimeError(f"{type(self).__name__}: step() called after the episode was terminated (at step "
+                               f"{self._steps}); call reset() first")
         if isinstance(self.action_space, spaces.Discrete):
-            if not np.isscalar(action) and np.shape(action) != ():
-                raise ValueError(f"expected a scalar discrete action, got shape {np.shape(action)}")
-            action = int(action)
+            # Python and numpy integers and 0-d integer arrays; not bools, floats or strings ("1", True, 1.0).
+            n = self.action_space.n
+            if isinstance(action, np.ndarray):
+                if action.shape != ():
+                    raise ValueError(f"expected a scalar discrete action, got shape {action.shape}")
+                if not np.issubdtype(action.dtype, np.integer):
+                    raise ValueError(f"discrete action must be an integer in 0..{n - 1}, got {action!r}")
+                action = int(action.item())
+            elif isinstance(action, numbers.Integral) and not isinstance(action, bool):
+                action = int(action)
+            else:
+                raise ValueError(f"discrete action must be an integer in 0..{n - 1}, got {action!r} "
+                                 f"({type(action).__name__})")
             if not self.action_space.contains(action):
-                raise ValueError(f"action {action} outside Discrete({self.action_space.n})")
+                raise ValueError(f"action {action} outside Discrete({n})")
             return action
         arr = np.asarray(action, dtype=np.float64)
         if arr.shape != self.action_space.shape:
@@ -255,7 +291,13 @@ class RobotTaskEnv(gym.Env):
             )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"action contains NaN or inf: {arr.tolist()}")
-        return np.clip(arr, self.action_space.low, self.action_space.high).astype(np.float32)
+        low, high = self.action_space.low, self.action_space.high
+        if not getattr(self, "_warned_clip", False) and np.any((arr < low) | (arr > high)):
+            self._warned_clip = True
+            warnings.warn(f"{type(self).__name__}: action {np.round(arr, 3).tolist()} lies outside the action "
+                          f"space [{low.min():g}, {high.max():g}] and is clipped (warned once per env)",
+                          stacklevel=3)
+        return np.clip(arr, low, high).astype(np.float32)
 
     def _observe(self) -> dict[str, Any]:
         obs: dict[str, Any] = {}
@@ -282,3 +324,29 @@ class RobotTaskEnv(gym.Env):
             success = self.task.is_success()
         return {"success": bool(success), "task": self.task.name, "instruction": self.task.instruction,
                 **self.task.info()}
+
+
+class EndOfEpisode(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Refuses ``step`` once the episode terminated or was truncated, until ``reset``.
+
+    Registered ids add it outside Gymnasium's ``TimeLimit`` (``additional_wrappers``), so a step past the
+    step limit fails as loudly as one past a success; vector envs' autoreset and SB3 reset before stepping.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+        self._ended: str | None = None
+
+    def reset(self, **kwargs):
+        self._ended = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        if self._ended is not None:
+            raise RuntimeError(f"{self.unwrapped.spec.id if self.unwrapped.spec else type(self.unwrapped).__name__}"
+                               f": step() called after the episode was {self._ended}; call reset() first")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._ended = "terminated" if terminated else "truncated (its step limit)"
+        return obs, reward, terminated, truncated, info

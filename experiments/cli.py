@@ -19,6 +19,22 @@ def _env_ids(values: list[str] | None) -> list[str]:
     return [check_env_id(v) for v in values]
 
 
+def _at_least(low: int):
+    """An argparse type: an int >= ``low`` (``--episodes 0`` once wrote an empty report and exited 0,
+    ``--workers 0`` ran anyway)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"  # what argparse calls it in "invalid ... value"
+    return parse
+
+
+COUNT = _at_least(1)
+
+
 def _kwargs(items: list[str] | None) -> dict:
     """``key=value`` pairs (values parsed as YAML) for gym.make."""
     import yaml
@@ -51,11 +67,18 @@ def cmd_pipeline(args) -> int:
 
 def cmd_expert_eval(args) -> int:
     from vlagym.agents.rollout import Job, run_jobs
+    from vlagym.envs import check_env_kwargs
     from vlagym.experiments.report import build_report, to_markdown, write_report
 
     env_ids = _env_ids(args.env)
     extra = _kwargs(args.kwargs)
     kwargs = tuple(sorted({**({} if args.render else {"obs_mode": "state"}), **extra}.items()))
+    for e in env_ids:
+        check_env_kwargs(e, dict(kwargs))
+    if args.out:
+        from vlagym.experiments.evaluate import check_writable
+
+        check_writable(args.out)
     seeds = {e: list(range(args.seed_start, args.seed_start + args.episodes)) for e in env_ids}
     jobs = [Job(e, s, noise=args.noise, env_kwargs=kwargs) for e in env_ids for s in seeds[e]]
     episodes = run_jobs(jobs, workers=args.workers, desc="expert-eval")
@@ -213,8 +236,11 @@ def cmd_train(args) -> int:
         allow_pickle()
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
-    print(f"best policy: {summary['best_policy']} (validation success {summary['best']['success_rate']:.0%} "
-          f"at step {summary['best']['step']}); run folder {summary['run']}")
+    if summary["best"]["step"] is None:
+        print(f"no validation ran; final policy: {summary['best_policy']}; run folder {summary['run']}")
+    else:
+        print(f"best policy: {summary['best_policy']} (validation success {summary['best']['success_rate']:.0%} "
+              f"at step {summary['best']['step']}); run folder {summary['run']}")
     return 0
 
 
@@ -240,7 +266,8 @@ def cmd_eval(args) -> int:
 
     report = evaluate(args.policy, _env_ids(args.env), args.episodes, seed_start=args.seed_start,
                       workers=args.workers, video_dir=args.video, videos_per_env=args.videos,
-                      expert=not args.no_expert, out=args.out, gif=args.gif)
+                      expert=not args.no_expert, out=args.out, gif=args.gif, env_kwargs=_kwargs(args.kwargs),
+                      split=args.split)
     from vlagym.experiments.report import to_markdown
 
     print(to_markdown(report))
@@ -361,7 +388,7 @@ def cmd_regress(args) -> int:
 
     env_id = _env_ids([args.env])[0]
     report = evaluate(args.policy, [env_id], args.episodes, seed_start=args.seed_start, workers=args.workers,
-                      expert=False)
+                      expert=False, env_kwargs=_kwargs(args.kwargs))
     s = report["agents"]["policy"]["per_task"][env_id]
     low = wilson_interval(s["successes"], s["episodes"])[0]
     verdict = "ok" if low >= args.min_success else "FAIL"
@@ -455,19 +482,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy, trained with its recipe in vlagym.experiments.pipeline.RECIPES (default bcz)")
     s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 200; quick 20)")
     s.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 150)")
-    s.add_argument("--eval-episodes", type=int, default=None, help="test episodes (default 50; quick 6)")
+    s.add_argument("--eval-episodes", type=COUNT, default=None, help="test episodes (default 50; quick 6)")
     s.add_argument("--noise", type=float, default=None,
                    help="expert action noise during collection (default 0.1; BC learns the noiseless labels)")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
     s.set_defaults(func=cmd_pipeline)
 
     s = sub.add_parser("expert-eval", formatter_class=fmt, help="measure the scripted experts' success",
                        description="Run each task's scripted expert on consecutive seeds and report success "
                                    "with 95%% Wilson intervals. Exits 1 if overall success < --min-success.")
     s.add_argument("--env", nargs="+", default=None, help="env ids, or 'all'")
-    s.add_argument("--episodes", type=int, default=200, help="episodes per env")
+    s.add_argument("--episodes", type=COUNT, default=200, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
     s.add_argument("--noise", type=float, default=0.0, help="std of Gaussian action noise (normalised units)")
     s.add_argument("--render", action="store_true", help="render images too (slower; success is the same)")
     s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
@@ -498,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to benchmark ('policy': each policy's default config on one core at the "
                         "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward)")
     s.add_argument("--data", default=None, help="dataset folder (data)")
-    s.add_argument("--workers", type=int, default=2, help="DataLoader workers (data)")
+    s.add_argument("--workers", type=_at_least(0), default=2,
+                   help="DataLoader workers (data; 0 loads in this process)")
     s.add_argument("--batch-size", type=int, default=32, help="batch size (data)")
     s.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
     s.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
@@ -512,9 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "successful episodes in robomimic-layout HDF5 shards, with a manifest "
                                    "and action statistics. Rerun the same command to resume.")
     s.add_argument("--env", required=True, help="env id")
-    s.add_argument("--episodes", type=int, required=True, help="successful episodes to keep")
+    s.add_argument("--episodes", type=COUNT, required=True, help="successful episodes to keep")
     s.add_argument("--out", required=True, help="dataset folder")
-    s.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    s.add_argument("--workers", type=COUNT, default=os.cpu_count() or 1, help="worker processes")
     s.add_argument("--split", choices=["train", "val", "test"], default="train",
                    help="seed split (train from 0, val from 1e6, test from 2e6)")
     s.add_argument("--seed-start", type=int, default=None, help="first seed (default: the split's start)")
@@ -564,9 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy folder or training run folder (uses best/), or an SB3 model .zip or `vlagym rl` "
                         "run folder; required unless --suite")
     s.add_argument("--env", nargs="+", required=True, help="env ids")
-    s.add_argument("--episodes", type=int, default=100, help="episodes per env")
+    s.add_argument("--episodes", type=COUNT, default=100, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
     s.add_argument("--video", default=None, help="folder for MP4s of the first episodes and a grid video")
     s.add_argument("--videos", type=int, default=4, help="episodes per env and agent recorded")
     s.add_argument("--gif", action="store_true", help="write per-episode GIFs instead of MP4s")
@@ -580,7 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strengths", nargs="+", type=float, default=None,
                    help="strengths for --suite robustness besides 0 (default 0.25 0.5 1)")
     s.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="env keyword arguments for --suite (e.g. image_size=64 when evaluating the expert alone)")
+                   help="env keyword arguments, e.g. level=L1, on top of those the policy was trained with (one "
+                        "that changes what it sees or does, such as another image_size, is refused)")
+    s.add_argument("--split", choices=["test", "val"], default="test",
+                   help="seed split every seed must lie in (val: validation seeds, from 1000000)")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")
@@ -592,9 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "N. Rerunning resumes.")
     s.add_argument("--config", default=None, help="training YAML config (its data must hold max(--demos) demos)")
     s.add_argument("--demos", type=int, nargs="+", default=[25, 50, 100, 200], help="demonstration counts")
-    s.add_argument("--episodes", type=int, default=100, help="test episodes per count")
+    s.add_argument("--episodes", type=COUNT, default=100, help="test episodes per count")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first test seed")
-    s.add_argument("--workers", type=int, default=None, help="evaluation worker processes (default: all cores)")
+    s.add_argument("--workers", type=COUNT, default=None, help="evaluation worker processes (default: all cores)")
     s.add_argument("--out", required=True, help="output folder (one run per count, efficiency.json/.md/.png)")
     s.add_argument("overrides", nargs="*", help="key=value training overrides (as for vlagym train)")
     s.set_defaults(func=cmd_data_efficiency)
@@ -625,9 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", required=True, help="policy folder or training run folder")
     r.add_argument("--env", required=True, help="env id")
     r.add_argument("--min-success", type=float, required=True, help="bar for the 95%% Wilson lower bound")
-    r.add_argument("--episodes", type=int, default=100, help="test episodes")
+    r.add_argument("--episodes", type=COUNT, default=100, help="test episodes")
     r.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
-    r.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    r.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
+    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="env keyword arguments on top of the policy's training env (e.g. level=L1)")
     s.set_defaults(func=cmd_regress)
 
     s = sub.add_parser("rl", formatter_class=fmt, help="reinforcement learning with stable-baselines3 (PPO, SAC)",
@@ -675,11 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-minutes", type=float, default=None,
                    help="wall-clock budget of the training: stop early, save and evaluate when it runs out")
     s.add_argument("--eval-every", type=int, default=10_000, help="steps between learning-curve points")
-    s.add_argument("--eval-episodes", type=int, default=20, help="validation episodes per curve point")
+    s.add_argument("--eval-episodes", type=COUNT, default=20, help="validation episodes per curve point")
     s.add_argument("--checkpoint-every", type=int, default=20_000, help="steps between checkpoints")
     s.add_argument("--test-episodes", type=int, default=50, help="test episodes at the end (0 skips)")
     s.add_argument("--videos", type=int, default=0, help="test episodes recorded as MP4s")
-    s.add_argument("--workers", type=int, default=1, help="worker processes of the final evaluation")
+    s.add_argument("--workers", type=COUNT, default=1, help="worker processes of the final evaluation")
     s.add_argument("--device", default="cpu", help="torch device (cpu, cuda, auto)")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow a resume to unpickle a checkpoint zip that cannot be loaded safely (runs any code a "
@@ -763,15 +796,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("envs", help="list registered environment ids", description="List registered ids.")
     s.set_defaults(func=cmd_envs)
+    _add_debug(p)
     return p
+
+
+def _add_debug(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--debug`` before or after the subcommand (``vlagym --debug eval ...`` or ``vlagym eval ... --debug``)."""
+    parser.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show the traceback of an error instead of one line")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_debug(sub, top=False)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input can cause (a bad flag value, file, dataset or machine), printed as one line."""
+    import yaml
+
+    from vlagym.agents.dataset import DatasetError
+    from vlagym.agents.rollout import WorkerCrash
+
+    return (ValueError, KeyError, OSError, DatasetError, FloatingPointError, WorkerCrash, yaml.YAMLError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"vlagym {args.command}: error: {e}", file=sys.stderr)
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        text = e.args[0] if isinstance(e, KeyError) and e.args else e
+        message = " ".join(str(text).split()) or type(e).__name__
+        print(f"vlagym {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -63,7 +63,7 @@ def run_efficiency(
             train_s = time.time() - t
             log(f"[{n} demos] evaluating on {episodes} test seeds from {seed_start}")
             report = evaluate(str(run), [_env_of(cfg.data[0])], episodes, seed_start=seed_start, workers=workers,
-                              expert=expert is None, out=str(run / "eval"))
+                              expert=expert is None, out=str(run / "eval"), on_change="restart")
             report["train_wall_time_s"] = round(train_s, 1)
             (run / "eval" / "report.json").write_text(json.dumps(report, indent=2))
         overall = report["agents"]["policy"]["overall"]

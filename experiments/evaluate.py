@@ -1,16 +1,31 @@
-"""Policy evaluation against the expert on the same held-out seeds (``vlagym eval``)."""
+"""Policy evaluation against the expert on the same held-out seeds (``vlagym eval``).
+
+Before any episode runs, ``evaluate`` checks what a user can get wrong: the seeds' split, the env kwargs
+(names the env takes, values it accepts), whether the policy can run on each env at all (its training
+env's observation keys and action space), and that ``out`` is writable. With ``out``, every finished
+episode is appended to ``out/episodes.jsonl`` (flushed and fsynced) as it comes back from its worker; a
+rerun with the same settings resumes from it and a rerun with other settings is refused.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from vlagym.agents.dataset import SPLIT_SEED_START, split_of
-from vlagym.agents.policy_agent import policy_env_kwargs, resolve_policy_dir
+from gymnasium import spaces
+
+from vlagym.agents.dataset import SPLIT_SEED_START, SPLIT_SIZE, atomic_write_text, split_of
+from vlagym.agents.policy_agent import policy_env_args, resolve_policy_dir
 from vlagym.agents.rollout import Episode, Job, run_jobs, video_kwargs
 from vlagym.agents.video import grid, write_video
+from vlagym.envs import check_env_kwargs, env_constructor_args
 from vlagym.experiments.report import build_report, write_report
+
+EPISODE_LOG = "episodes.jsonl"
 
 
 def evaluate(
@@ -24,40 +39,223 @@ def evaluate(
     expert: bool = True,
     out: str | None = None,
     gif: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+    split: str = "test",
+    on_change: str = "refuse",
 ) -> dict[str, Any]:
     """Run ``policy`` (a checkpoint or run folder) and the expert on ``episodes`` seeds per env.
 
-    Seeds must come from the test split unless you ask for validation seeds explicitly:
-    training seeds are refused, since a policy evaluated there measures memory, not skill.
+    Args:
+        env_kwargs: env keyword arguments on top of those the policy was trained with (its
+            env_args.json); one that changes what the policy sees or does (a different image size,
+            another action mode) is refused.
+        split: the split all seeds must lie in: ``"test"``, or ``"val"`` for validation. Training seeds
+            are always refused: a policy evaluated there measures memory, not skill.
+        out: folder for report.json, report.md and the episode log that makes a rerun resume.
+        on_change: what a rerun into ``out`` with other settings does: ``"refuse"`` (``vlagym eval``) or
+            ``"restart"`` (pipelines that retrain into the same folder and evaluate again).
     """
-    if split_of(seed_start) == "train" or split_of(seed_start + episodes - 1) == "train":
-        raise ValueError(f"seeds {seed_start}..{seed_start + episodes - 1} overlap the training split "
-                         f"[0, {SPLIT_SEED_START['val']}); evaluate on test seeds (from {SPLIT_SEED_START['test']})")
+    check_seeds(seed_start, episodes, split)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not env_ids:
+        raise ValueError("evaluate needs at least one env id")
+    for folder in (out, video_dir):
+        if folder is not None:
+            check_writable(folder)
     t0 = time.time()
     seeds = {e: list(range(seed_start, seed_start + episodes)) for e in env_ids}
     agents: dict[str, str] = {}
-    env_kwargs: dict[str, Any] = {}
     if policy is not None:
         agents["policy"] = str(resolve_policy_dir(policy))
-        # The env as the policy saw it in training (image size, action mode); the expert gets the same.
-        env_kwargs = policy_env_kwargs(policy)
+        if Path(agents["policy"]).is_dir():  # a bad config.json or truncated weights: now, not in a worker
+            from vlagym.policies.factory import check_pretrained
+
+            check_pretrained(agents["policy"])
     if expert:
         agents["expert"] = "expert"
+    if not agents:
+        raise ValueError("nothing to evaluate: no policy and no expert")
+    # The env as the policy saw it in training (image size, action mode), with the user's kwargs on top;
+    # the expert gets the same.
+    kwargs_of = {e: eval_env_kwargs(policy, e, env_kwargs or {}) for e in env_ids}
     recording = video_dir is not None
     jobs = [Job(e, s, record=recording and i < videos_per_env, agent=path,
-                env_kwargs=tuple(sorted({**env_kwargs, **(video_kwargs(e) if recording else {})}.items())))
+                env_kwargs=tuple(sorted({**kwargs_of[e], **(video_kwargs(e) if recording else {})}.items())))
             for name, path in agents.items() for e in env_ids for i, s in enumerate(seeds[e])]
-    results = run_jobs(jobs, workers=workers, desc="eval")
+    name_of = {path: name for name, path in agents.items()}
+    log = None
+    if out:
+        settings = {"agents": {n: _digest(p) if n == "policy" else p for n, p in agents.items()},
+                    "env_ids": env_ids, "episodes": episodes, "seed_start": seed_start, "env_kwargs": kwargs_of}
+        log = EpisodeLog(Path(out) / EPISODE_LOG, settings, on_change=on_change)
+    done = {i: log.get(name_of[j.agent], j) for i, j in enumerate(jobs) if log and not j.record}
+    done = {i: ep for i, ep in done.items() if ep is not None}
+    if done:
+        print(f"eval: resuming from {log.path}: {len(done)} of {len(jobs)} episodes already finished")
+    todo = [i for i in range(len(jobs)) if i not in done]
+    on_result = (lambda k, ep: log.append(name_of[jobs[todo[k]].agent], jobs[todo[k]], ep)) if log else None
+    fresh = run_jobs([jobs[i] for i in todo], workers=workers, desc="eval", on_result=on_result) if todo else []
+    results = {**done, **dict(zip(todo, fresh))}
     rows: dict[str, list[Episode]] = {name: [] for name in agents}
-    for job, ep in zip(jobs, results):
-        rows[next(n for n, p in agents.items() if p == job.agent)].append(ep)
+    for i, job in enumerate(jobs):
+        rows[name_of[job.agent]].append(results[i])
     videos = _write_videos(rows, video_dir, gif) if video_dir else []
-    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"), env_kwargs=env_kwargs, videos=videos,
+    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"),
+                          env_kwargs=_report_kwargs(kwargs_of), split=split, videos=videos,
                           wall_time_s=round(time.time() - t0, 1))
     if out:
         json_path, md_path = write_report(report, out)
-        report["paths"] = {"report_json": str(json_path), "report_md": str(md_path)}
+        report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "episodes": str(log.path)}
     return report
+
+
+def check_seeds(seed_start: int, episodes: int, split: str = "test") -> None:
+    """Refuse an empty range, and seeds outside ``split`` (``"test"`` or ``"val"``)."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    last = seed_start + episodes - 1
+    first_split, last_split = split_of(seed_start), split_of(last)
+    if "train" in (first_split, last_split):
+        raise ValueError(f"seeds {seed_start}..{last} overlap the training split [0, {SPLIT_SEED_START['val']}); "
+                         f"evaluate on test seeds (from {SPLIT_SEED_START['test']})")
+    if first_split != split or last_split != split:
+        hint = "" if split == "val" else " (validation seeds need --split val)"
+        start = SPLIT_SEED_START[split]
+        raise ValueError(f"seeds {seed_start}..{last} are not all in the {split} split [{start}, {start + SPLIT_SIZE})"
+                         f"{hint}")
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and write and delete a probe file in it, so a read-only or full disk shows up
+    before an evaluation rather than after it."""
+    path = Path(folder)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, f"output folder {path} is not writable: {e.strerror or e}") from e
+    return path
+
+
+def eval_env_kwargs(policy: str | None, env_id: str, user: dict[str, Any]) -> dict[str, Any]:
+    """The env kwargs to evaluate ``policy`` on ``env_id``: its training kwargs, then ``user``'s. Refuses
+    unknown or invalid kwargs, an env whose observations or actions differ from the policy's training
+    env, and user kwargs that change them."""
+    train_env, trained, source = policy_env_args(policy) if policy is not None else (None, {}, None)
+    if trained and train_env and train_env != env_id:
+        foreign = sorted(set(trained) - set(env_constructor_args(env_id)))
+        if foreign:
+            raise ValueError(f"policy {policy} was trained on {train_env} and cannot run on {env_id}: it needs "
+                             f"{', '.join(f'{k}={trained[k]!r}' for k in foreign)}, which {env_id} does not have "
+                             f"(observation keys and action space differ)")
+    merged = {**trained, **user}
+    obs_space, act_space = check_env_kwargs(env_id, merged)
+    if not trained or not train_env:
+        return merged
+    want_obs, want_act = check_env_kwargs(train_env, trained)
+    why = _space_difference(want_obs, want_act, obs_space, act_space)
+    if why is None:
+        return merged
+    changed = {k: v for k, v in user.items() if k in trained and trained[k] != v}
+    if train_env == env_id or changed:
+        said = ", ".join(f"{k}={v!r}" for k, v in changed.items()) or ", ".join(f"{k}={v!r}" for k, v in user.items())
+        raise ValueError(f"env kwargs {said} contradict what policy {policy} was trained with ("
+                         f"{', '.join(f'{k}={trained[k]!r}' for k in changed) or 'its defaults'}, in {source}): {why}")
+    raise ValueError(f"policy {policy} was trained on {train_env} and cannot run on {env_id}: {why}")
+
+
+def _space_difference(want_obs: spaces.Dict, want_act: spaces.Space, obs: spaces.Dict,
+                      act: spaces.Space) -> str | None:
+    """What differs between the policy's training spaces and an env's, in words; None if nothing does."""
+    def shapes(space: spaces.Dict) -> dict[str, tuple]:
+        return {k: s.shape for k, s in space.spaces.items() if k != "instruction"}
+
+    a, b = shapes(want_obs), shapes(obs)
+    if a != b:
+        return f"observation keys and shapes {a} in training, {b} here"
+    if type(want_act) is not type(act) or want_act.shape != act.shape or \
+            (isinstance(act, spaces.Discrete) and act.n != want_act.n):
+        return f"action space {want_act} in training, {act} here"
+    return None
+
+
+def _report_kwargs(kwargs_of: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One kwargs dict when every env got the same ones (the usual case), else one per env id."""
+    values = list(kwargs_of.values())
+    return values[0] if all(v == values[0] for v in values) else kwargs_of
+
+
+def _digest(path: str) -> dict[str, str]:
+    """The policy's path and a hash of its files: a retrained checkpoint in the same folder is another policy."""
+    p, h = Path(path), hashlib.sha256()
+    for f in sorted(p.iterdir()) if p.is_dir() else [p]:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return {"path": str(p.resolve()), "sha256": h.hexdigest()}
+
+
+class EpisodeLog:
+    """Append-only JSONL of finished episodes: a header line with the evaluation's settings, then one line
+    per episode keyed by (agent, env id, seed, env kwargs). A line cut short by a crash is ignored."""
+
+    def __init__(self, path: Path, settings: dict[str, Any], on_change: str = "refuse") -> None:
+        if on_change not in ("refuse", "restart"):
+            raise ValueError(f"on_change must be 'refuse' or 'restart', got {on_change!r}")
+        self.path = path
+        self.settings = json.loads(json.dumps(settings))  # as it reads back
+        self.episodes: dict[str, Episode] = {}
+        if path.exists() and path.stat().st_size:
+            lines = path.read_text().splitlines()
+            try:
+                old = json.loads(lines[0])["settings"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: not an evaluation episode log (first line: {lines[0][:80]!r}); "
+                                 "delete it or use another --out") from e
+            if old != self.settings:
+                if on_change == "refuse":
+                    diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+                    raise ValueError(f"{path} holds episodes of an evaluation with other settings (differing: "
+                                     f"{', '.join(diff)}); rerun with the same settings to resume, or use another "
+                                     "--out (or delete the file) to start afresh")
+                path.unlink()
+            else:
+                for n, line in enumerate(lines[1:], 2):
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        if n < len(lines):
+                            raise ValueError(f"{path}:{n}: not valid JSON") from None
+                        # The last line, cut short when the process died mid-write: drop it.
+                        atomic_write_text(path, "".join(f"{x}\n" for x in lines[:-1]))
+                        continue
+                    self.episodes[row["key"]] = Episode(**row["episode"])
+        if not path.exists() or not path.stat().st_size:
+            self._write({"settings": self.settings})
+
+    @staticmethod
+    def key(agent: str, job: Job) -> str:
+        return json.dumps([agent, job.env_id, job.seed, [list(kv) for kv in job.env_kwargs]])
+
+    def get(self, agent: str, job: Job) -> Episode | None:
+        return self.episodes.get(self.key(agent, job))
+
+    def append(self, agent: str, job: Job, episode: Episode) -> None:
+        self._write({"key": self.key(agent, job), "episode": episode.summary()})
+
+    def _write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _write_videos(rows: dict[str, list[Episode]], video_dir: str, gif: bool) -> list[str]:

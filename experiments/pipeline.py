@@ -122,7 +122,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     t = time.time()
     evaluation = evaluate(str(run), [cfg.train_env], cfg.eval_episodes, seed_start=TEST_SEED_START,
                           workers=cfg.workers, video_dir=str(out / "videos"), videos_per_env=cfg.videos,
-                          out=str(out / "eval"))
+                          out=str(out / "eval"), on_change="restart")
     timings["eval_s"] = round(time.time() - t, 1)
 
     log(f"[4/5] recording one expert episode on each of {len(cfg.showcase_envs)} tasks")

@@ -78,6 +78,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     prov = report["provenance"]
     lines = ["# vlagym evaluation report", "",
              f"vlagym {prov['vlagym_version']} (git {prov['git_revision']}), {prov['created']}", ""]
+    if "env_kwargs" in report:
+        kwargs = report["env_kwargs"]
+        text = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) if kwargs else "none (the envs' defaults)"
+        lines += [f"env kwargs: {text}", ""]
     return "\n".join(lines + agents_table(report["agents"])) + "\n"
 
 

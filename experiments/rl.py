@@ -540,7 +540,7 @@ def train_rl(cfg: RLConfig, trust_pickle: bool | None = None) -> dict[str, Any]:
 
         report = evaluate(str(run), [cfg.env], cfg.test_episodes, workers=cfg.workers, expert=False,
                           out=str(run / "eval"), video_dir=str(run / "eval" / "videos") if cfg.videos else None,
-                          videos_per_env=cfg.videos)
+                          videos_per_env=cfg.videos, on_change="restart")
         summary["test"] = report["agents"]["policy"]["overall"]
         summary["report"] = report.get("paths", {}).get("report_json")
     return summary

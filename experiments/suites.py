@@ -87,6 +87,10 @@ def run_suite(
         raise ValueError(f"suite seeds {seed_start}..{last} must lie in the test split "
                          f"[{SPLIT_SEED_START['test']}, ...)")
 
+    from vlagym.envs import check_env_kwargs
+
+    for env_id, cond in conditions:  # an unknown or invalid kwarg fails here, before any episode
+        check_env_kwargs(env_id, {**kwargs, **cond["env_kwargs"]})
     t0 = time.time()
     jobs, cells = [], []
     for env_id, cond in conditions:

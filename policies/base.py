@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -35,6 +36,17 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A policy's config.json as a dict; bad JSON is a ``ValueError`` naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _bad(config: Any, name: str, why: str) -> ValueError:
@@ -345,14 +357,25 @@ class Policy(nn.Module, abc.ABC):
         path = directory / CONFIG_NAME
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; is {directory} a policy saved with save_pretrained?")
-        data = json.loads(path.read_text())
+        data = read_config(path)
         if data.get("type") != cls.name:
             raise ValueError(
                 f"{path} holds a {data.get('type')!r} policy, not {cls.name!r}; use "
                 "vlagym.policies.load_policy to load any type"
             )
-        policy = cls(cls.config_class.from_dict(data), load_pretrained=False)
-        load_model(policy, str(directory / WEIGHTS_NAME), strict=True, device=str(device))
+        try:
+            policy = cls(cls.config_class.from_dict(data), load_pretrained=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+        weights = directory / WEIGHTS_NAME
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights} not found; is {directory} a policy saved with save_pretrained?")
+        try:
+            load_model(policy, str(weights), strict=True, device=str(device))
+        except SafetensorError as e:  # truncated or not a safetensors file at all
+            raise ValueError(f"{weights}: cannot read the weights ({e}); the file is truncated or corrupt") from e
+        except RuntimeError as e:  # missing or unexpected tensors, wrong shapes
+            raise ValueError(f"{weights} does not match {path}: {e}") from e
         return policy.to(device).eval()
 
     # --- what a trainer needs to know -----------------------------------------------------------------------

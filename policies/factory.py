@@ -4,7 +4,6 @@ and ``load_policy(dir)`` for any saved policy."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from vlagym.policies.base import CONFIG_NAME, Policy, PolicyConfig
+from vlagym.policies.base import CONFIG_NAME, WEIGHTS_NAME, Policy, PolicyConfig, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +117,29 @@ def make_policy(
     return cls(config_from_spaces(name, observation_space, action_space, stats, **overrides))
 
 
-def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """Load any policy saved with ``save_pretrained``, dispatching on config.json's ``type``."""
+def check_pretrained(directory: str | Path) -> None:
+    """Refuse, without building the model, a saved policy whose config.json is not valid JSON, names no known
+    type, or whose weights file is missing or truncated (safetensors checks the header covers the file)."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(directory) / CONFIG_NAME
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; is {directory} a policy saved with save_pretrained?")
-    kind = json.loads(path.read_text()).get("type")
+    kind = read_config(path).get("type")
+    if kind not in policy_classes():
+        raise ValueError(f"{path}: 'type' is {kind!r}, not one of {sorted(policy_classes())}")
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} not found; is {directory} a policy saved with save_pretrained?")
+    try:
+        with safe_open(str(weights), framework="pt"):
+            pass
+    except SafetensorError as e:
+        raise ValueError(f"{weights}: cannot read the weights ({e}); the file is truncated or corrupt") from e
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """Load any policy saved with ``save_pretrained``, dispatching on config.json's ``type``."""
+    check_pretrained(directory)
+    kind = read_config(Path(directory) / CONFIG_NAME)["type"]
     return _policy_class(kind).from_pretrained(directory, device=device)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from vlagym.envs.core import RobotTaskEnv
+from vlagym.envs.core import RobotTaskEnv, image_hw
 from vlagym.envs.nav.objects import Landmark, spawn_landmark
 from vlagym.envs.nav.robot import STOP, DiffDriveRobot
 from vlagym.envs.nav.scene import Scene
@@ -46,8 +46,10 @@ class NavEnv(RobotTaskEnv):
     ## Action
     ``action_mode="discrete"``: ``Discrete(4)``: 0 stop, 1 forward 0.25 m, 2 turn left 15 deg,
     3 turn right 15 deg. ``action_mode="continuous"``: ``Box(-1, 1, (2,), float32)``: linear and
-    angular velocity, scaled to 1 m/s and 2 rad/s. Wrong shapes, NaN and unknown discrete actions
-    raise ``ValueError``.
+    angular velocity, scaled to 1 m/s and 2 rad/s. Wrong shapes, NaN, unknown discrete actions and
+    discrete actions that are not integers (``"1"``, ``True``, ``1.0``; numpy integers and 0-d integer
+    arrays are fine) raise ``ValueError``; continuous values outside [-1, 1] are clipped, with a warning
+    once per env. ``step`` after the episode terminated or was truncated raises ``RuntimeError``.
 
     ## Reward
     Sparse: 1.0 on the step the task succeeds, else 0. ``reward_type="dense"``: the decrease of the
@@ -70,7 +72,8 @@ class NavEnv(RobotTaskEnv):
     Args:
         task: task name, one of ``TASKS``.
         action_mode: ``"discrete"`` or ``"continuous"``.
-        image_size: camera resolution (height, width) or one int for square images.
+        image_size: camera resolution (height, width) or one int for square images; ints within 16..512
+            (``MIN_IMAGE_SIZE``/``MAX_IMAGE_SIZE`` in ``vlagym.envs.core``), else ``ValueError``.
         hfov: horizontal field of view in degrees.
         top_down_map: also return ``"rgb_map"``.
         map_size: side of the square map in pixels (default: the image height).
@@ -101,7 +104,7 @@ class NavEnv(RobotTaskEnv):
         perturb: float | dict | str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        h, w = image_hw(image_size)
         lo, hi = (num_rooms, num_rooms) if isinstance(num_rooms, int) else tuple(num_rooms)
         if not 1 <= lo <= hi <= 4:
             raise ValueError(
@@ -185,6 +188,7 @@ class NavEnv(RobotTaskEnv):
         success = self.task.is_success()
         reward = self.task.dense_reward() if self.reward_type == "dense" else float(success)
         obs = self._observe()
+        self._terminated = bool(success or stopped)
         return obs, float(reward), bool(success or stopped), False, self._info(success)
 
     def render(self):
@@ -193,13 +197,6 @@ class NavEnv(RobotTaskEnv):
         if self._last_obs is not None and "rgb" in self._last_obs:
             return self._last_obs["rgb"]
         return self.sim.render(self.robot.cameras()["rgb"], self.lighting)
-
-    def _check_action(self, action):
-        if self.robot.discrete and np.shape(action) == ():
-            value = np.asarray(action).item() if hasattr(action, "shape") else action
-            if isinstance(value, (float, np.floating)) and not float(value).is_integer():
-                raise ValueError(f"discrete action must be an integer in 0..3, got {value!r}")
-        return super()._check_action(action)
 
     def _observe(self) -> dict[str, Any]:
         obs = super()._observe()

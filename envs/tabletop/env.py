@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pybullet as pb
 
-from vlagym.envs.core import RobotTaskEnv
+from vlagym.envs.core import RobotTaskEnv, image_hw
 from vlagym.envs.sim import Camera, Lighting
 from vlagym.envs.tabletop.objects import COLORS, GRASPABLE, SIZES, ObjectSpec
 from vlagym.envs.tabletop.panda import Panda
@@ -42,7 +42,10 @@ class TabletopEnv(RobotTaskEnv):
     ## Action
     ``Box(-1, 1, (5,), float32)``: ``(dx, dy, dz, dyaw, gripper)``. Position deltas scale to
     at most 4 cm per step, yaw to 0.25 rad; the gripper closes when ``gripper >= 0``.
-    Wrong shapes and NaN raise ``ValueError``.
+    Wrong shapes and NaN raise ``ValueError``. Values outside [-1, 1] are clipped to it; the first
+    clipped action of an env raises a ``UserWarning`` (once per env, so a policy that overshoots is
+    seen without flooding the log). ``step`` after the episode terminated (success) or was truncated
+    (the step limit) raises ``RuntimeError``: call ``reset``.
 
     ## Reward
     Sparse: 1.0 on the step the task succeeds, else 0. ``reward_type="dense"`` gives the
@@ -58,12 +61,15 @@ class TabletopEnv(RobotTaskEnv):
 
     Args:
         task: task name, one of ``TASKS``.
-        image_size: camera resolution (height, width) or one int for square images.
+        image_size: camera resolution (height, width) or one int for square images; ints within 16..512
+            (``MIN_IMAGE_SIZE``/``MAX_IMAGE_SIZE`` in ``vlagym.envs.core``), else ``ValueError``.
         wrist_camera: also render ``"rgb_wrist"`` from the hand.
         lighting: a ``Lighting``, or a dict of its fields.
         obs_mode: ``"rgb"`` (images) or ``"state"`` (privileged object poses, no rendering).
         reward_type: ``"sparse"`` or ``"dense"``.
-        num_distractors: ``(low, high)`` distractor count, or an int; the task's default when None.
+        num_distractors: ``(low, high)`` distractor count, or an int; the task's default when None. At
+            most ``MAX_OBJECTS`` (5) objects fit the table, the task's own included: a higher count is
+            refused with the task's cap (3 for place, stack and touch's L5 composition, else 4).
         render_mode: ``None`` or ``"rgb_array"`` (returns the front camera image).
         level: generalization level (``vlagym.envs.levels``: ``"train"``, ``"L1"`` ... ``"L5"``); None
             draws from all of them.
@@ -84,7 +90,7 @@ class TabletopEnv(RobotTaskEnv):
         level: str | None = None,
         perturb: float | dict | str | None = None,
     ) -> None:
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        h, w = image_hw(image_size)
         if isinstance(lighting, dict):
             lighting = Lighting(**lighting)
         front = Camera(eye=(0.98, 0.0, 0.8), target=(0.42, 0.0, 0.05), fov=46.0, width=w, height=h)

@@ -38,6 +38,8 @@ class TabletopTask(Task):
     state_dim = MAX_OBJECTS * OBJECT_STATE_DIM
     # Generalization levels this task supports (``vlagym.envs.levels``); L5 where it defines a composition.
     levels: tuple[str, ...] = ("train", "L1", "L2", "L3", "L4")
+    # Objects the task itself names (target first); distractors fill the table up to ``MAX_OBJECTS``.
+    own_objects: int = 1
 
     def __init__(self, num_distractors: tuple[int, int] | int | None = None, level: str | None = None) -> None:
         super().__init__()
@@ -49,10 +51,19 @@ class TabletopTask(Task):
             lo, hi = (num_distractors, num_distractors) if isinstance(num_distractors, int) else num_distractors
             if not 0 <= lo <= hi:
                 raise ValueError(f"num_distractors must be 0 <= low <= high, got {num_distractors!r}")
+            cap = MAX_OBJECTS - self.max_own_objects()
+            if hi > cap:
+                raise ValueError(f"num_distractors {num_distractors!r} exceeds the cap of {cap} for task "
+                                 f"{self.name!r}{'' if level is None else f' at level {level}'}: at most "
+                                 f"{MAX_OBJECTS} objects fit the table, {self.max_own_objects()} of them the task's")
             self.num_distractors = (lo, hi)
         self.objects: list[ObjectSpec] = []
 
     # --- for subclasses -----------------------------------------------------------------------------------
+    def max_own_objects(self) -> int:
+        """The most objects of the task's own an episode at this level may have."""
+        return self.own_objects
+
     @abc.abstractmethod
     def sample(self, rng: np.random.Generator) -> tuple[list[ObjectSpec], str]:
         """The task's own objects (target first) and the instruction naming them."""

@@ -25,6 +25,7 @@ DROP = 0.012  # the expert lets go with the object's bottom this far above the b
 class PlaceTask(TabletopTask):
     name = "place"
     max_steps = 120
+    own_objects = 2
     templates = (
         "put the {obj} in the {bowl}",
         "place the {obj} into the {bowl}",

@@ -25,6 +25,7 @@ DROP = 0.005  # the expert lets go with the top cube this far above its resting 
 class StackTask(TabletopTask):
     name = "stack"
     max_steps = 120
+    own_objects = 2
     templates = (
         "stack the {top} on the {bottom}",
         "put the {top} on top of the {bottom}",

@@ -49,6 +49,9 @@ class TouchTask(TabletopTask):
     def composition(self) -> bool:
         return self.level == "L5"
 
+    def max_own_objects(self) -> int:
+        return 2 if self.level == "L5" else 1
+
     def current(self) -> int:
         """Index of the object to touch now (the second, once the first was touched at L5)."""
         return int(self.composition() and self.first_done)
