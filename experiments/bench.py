@@ -20,7 +20,8 @@ def _pin_one_core() -> None:
 
 def bench_env(env_ids: list[str] | None = None, sizes=(64, 96, 128), steps: int = 200) -> list[dict]:
     """Env steps/s with rendering at each size, pinned to one core, beside raw PyBullet rendering of
-    the same scene without the robot (the reference row: the ceiling TinyRenderer allows).
+    the same scene without the robot (the reference row: the ceiling TinyRenderer allows), and beside
+    the same env without privileged labels (``privileged_labels=False``: what the labels cost).
 
     The scripted expert drives (random actions would mostly call ``stop`` in discrete navigation);
     only ``env.step`` is timed, and resets are reported on their own.
@@ -29,30 +30,37 @@ def bench_env(env_ids: list[str] | None = None, sizes=(64, 96, 128), steps: int 
     rows = []
     for env_id in env_ids or ENV_IDS:
         for size in sizes:
-            env = gym.make(env_id, image_size=size)
-            seed = 0
-            obs, info = env.reset(seed=seed)
-            expert = env.unwrapped.task.expert()
-            step_t = reset_t = 0.0
-            resets = 0
-            for _ in range(steps):
-                action = expert.act(obs, info)
-                t = time.perf_counter()
-                obs, _, term, trunc, info = env.step(action)
-                step_t += time.perf_counter() - t
-                if term or trunc:
-                    seed += 1
-                    t = time.perf_counter()
-                    obs, info = env.reset(seed=seed)
-                    reset_t += time.perf_counter() - t
-                    resets += 1
-                    expert = env.unwrapped.task.expert()
-            env_sps = steps / step_t
+            plain_sps, _, _ = _time_steps(env_id, steps, image_size=size, privileged_labels=False)
+            env_sps, reset_ms, env = _time_steps(env_id, steps, image_size=size)
             ref_fps = _reference_fps(env.unwrapped, steps)
             rows.append({"env": env_id, "size": size, "steps_per_s": env_sps, "reference_fps": ref_fps,
-                         "ratio": env_sps / ref_fps, "reset_ms": 1000 * reset_t / max(resets, 1)})
+                         "ratio": env_sps / ref_fps, "reset_ms": reset_ms,
+                         "steps_per_s_no_labels": plain_sps, "labels_cost": plain_sps / env_sps - 1.0})
             env.close()
     return rows
+
+
+def _time_steps(env_id: str, steps: int, **kwargs) -> tuple[float, float, gym.Env]:
+    """Steps/s of ``env.step`` under the expert, mean reset ms, and the env (still open)."""
+    env = gym.make(env_id, **kwargs)
+    seed = 0
+    obs, info = env.reset(seed=seed)
+    expert = env.unwrapped.task.expert()
+    step_t = reset_t = 0.0
+    resets = 0
+    for _ in range(steps):
+        action = expert.act(obs, info)
+        t = time.perf_counter()
+        obs, _, term, trunc, info = env.step(action)
+        step_t += time.perf_counter() - t
+        if term or trunc:
+            seed += 1
+            t = time.perf_counter()
+            obs, info = env.reset(seed=seed)
+            reset_t += time.perf_counter() - t
+            resets += 1
+            expert = env.unwrapped.task.expert()
+    return steps / step_t, 1000 * reset_t / max(resets, 1), env
 
 
 def _reference_fps(env, frames: int) -> float:
@@ -72,11 +80,13 @@ def _reference_fps(env, frames: int) -> float:
 
 
 def format_env_rows(rows: list[dict]) -> str:
-    lines = ["| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms "
+             "| steps/s without labels | labels cost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['env']} | {r['size']} | {r['steps_per_s']:.0f} | {r['reference_fps']:.0f} | "
-                     f"{r['ratio']:.2f} | {r['reset_ms']:.0f} |")
+                     f"{r['ratio']:.2f} | {r['reset_ms']:.0f} | {r['steps_per_s_no_labels']:.0f} | "
+                     f"{100 * r['labels_cost']:+.0f}% |")
     return "\n".join(lines)
 
 

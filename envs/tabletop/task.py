@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Task
+from vlagym.envs.labels import RoleTarget
 from vlagym.envs.levels import Phraser, check_level, combo_allowed, combo_split, episode_split
 from vlagym.envs.tabletop.objects import (
     COLORS,
@@ -133,6 +134,15 @@ class TabletopTask(Task):
     def info(self) -> dict[str, Any]:
         return {"objects": [s.words(with_size=True) for s in self.objects],
                 "generalization_split": self.generalization_split()}
+
+    label_roles = ("object",)
+
+    def role_targets(self) -> dict[str, RoleTarget]:
+        """The named object (its centre); tasks with a destination add it."""
+        return {"object": self.role_of(0)}
+
+    def role_of(self, index: int) -> RoleTarget:
+        return RoleTarget(self.sim.position(self.name_of(index)), self.name_of(index))
 
     # --- helpers ------------------------------------------------------------------------------------------
     def ee(self) -> np.ndarray:
