@@ -49,13 +49,16 @@ class Episode:
 class Trajectory:
     """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
     (the observation the action was chosen from). ``expert_actions``: the noiseless action the
-    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert."""
+    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert.
+    ``labels``: the privileged labels beside each observation (``vlagym.envs.labels``; key -> (T, ...)),
+    when the env reports them."""
 
     obs: dict[str, np.ndarray]
     actions: np.ndarray
     rewards: np.ndarray
     dones: np.ndarray
     expert_actions: np.ndarray | None = None
+    labels: dict[str, np.ndarray] | None = None
 
 
 def expert_agent(env: gym.Env, noise: float = 0.0):
@@ -84,7 +87,8 @@ def run_episode(
     frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
     agent_t = env_t = 0.0
     steps, done = 0, False
-    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": []}
+    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": [],
+                             "labels": []}
     while not done:
         t0 = time.perf_counter()
         action = agent.act(obs, info)
@@ -92,6 +96,8 @@ def run_episode(
         if keep_trajectory:
             traj["obs"].append({k: v for k, v in obs.items() if k != "instruction"})
             traj["actions"].append(np.asarray(action, dtype=np.float32))
+            if "labels" in info:
+                traj["labels"].append(info["labels"])
             if getattr(agent, "last_plan", None) is not None:
                 traj["expert_actions"].append(np.asarray(agent.last_plan, dtype=np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
@@ -130,6 +136,8 @@ def _stack(traj: dict[str, list]) -> Trajectory:
         dones=np.asarray(traj["dones"], dtype=bool),
         expert_actions=(np.stack(traj["expert_actions"]).astype(np.float32)
                         if len(traj["expert_actions"]) == len(traj["actions"]) else None),
+        labels=({k: np.stack([lab[k] for lab in traj["labels"]]) for k in traj["labels"][0]}
+                if traj["labels"] and len(traj["labels"]) == len(traj["actions"]) else None),
     )
 
 
