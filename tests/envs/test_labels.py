@@ -122,7 +122,7 @@ def test_labels_are_deterministic_and_leave_images_unchanged():
         return out
 
     a, b, plain = run(), run(), run(privileged_labels=False)
-    for (oa, ia), (ob, ib), (op, ip) in zip(a, b, plain):
+    for (oa, ia), (_, ib), (op, ip) in zip(a, b, plain):
         for k in ia["labels"]:
             np.testing.assert_array_equal(ia["labels"][k], ib["labels"][k])
         for k in ("rgb", "rgb_wrist", "proprio"):
