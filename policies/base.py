@@ -91,6 +91,17 @@ class PolicyConfig:
     stats: dict[str, dict[str, list[float]]] | None = None
     """``{"actions": {mean, std, min, max}, "proprio": {mean, std}}`` per dimension (a dataset's
     stats.json). Missing parts are derived from the bounds: mean = centre, std = half-range."""
+    heatmap_weight: float = 0.0
+    """Weight of the grounding heatmap loss (``vlagym.policies.grounding``): a heatmap per role on each
+    camera's language-conditioned feature map, trained on the dataset's privileged pixel labels; 0 builds
+    no heatmap head."""
+    position_weight: float = 0.0
+    """Weight of the regression of each role's 3-D position in the robot frame; 0 builds no position head."""
+    roles: tuple[str, ...] = ()
+    """Roles the grounding heads locate (``object``, ``destination``, ``goal``: ``Task.label_roles``);
+    ``vlagym train`` fills them from the data when a grounding weight is set."""
+    feed_location: bool = False
+    """Hand the predicted pixel positions, visibilities and 3-D positions to the action head."""
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, int):
@@ -130,6 +141,23 @@ class PolicyConfig:
             raise _bad(self, "gripper_dims", f"must be distinct indices into {a} action dimensions")
         self.gripper_dims = tuple(sorted(dims))
         self.stats = self._complete_stats(self.stats)
+        self.roles = tuple(self.roles)
+        for name in ("heatmap_weight", "position_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise _bad(self, name, "must be a number >= 0")
+        if self.grounded and not self.roles:
+            raise _bad(self, "roles", "must name the roles to locate (e.g. ('object',)) when a grounding weight "
+                                      "is set")
+        if self.feed_location and not self.grounded:
+            raise _bad(self, "feed_location", "needs heatmap_weight > 0 or position_weight > 0")
+        if len(set(self.roles)) != len(self.roles):
+            raise _bad(self, "roles", "must not repeat a role")
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the policy has grounding heads."""
+        return self.heatmap_weight > 0 or self.position_weight > 0
 
     def _complete_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]]:
         stats = dict(stats or {})
@@ -386,6 +414,13 @@ class Policy(nn.Module, abc.ABC):
     def image_keys(self) -> tuple[str, ...]:
         """Image observations the policy reads (``DemoWindows(image_keys=...)``)."""
         return (self.config.image_key, *self.config.extra_image_keys)
+
+    def label_keys(self) -> tuple[str, ...]:
+        """Privileged labels the grounding heads train on (``DemoWindows(label_keys=...)``)."""
+        from vlagym.policies.grounding import role_label_keys
+
+        cfg = self.config
+        return role_label_keys(cfg.roles, self.image_keys(), cfg.heatmap_weight > 0, cfg.position_weight > 0)
 
     def config_dict(self) -> dict[str, Any]:
         """The config as JSON-able data, with its ``type``."""

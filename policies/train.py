@@ -329,14 +329,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         policy = load_policy(run / "checkpoint" / "policy")
         start, best = state["step"], state["best"]
     else:
-        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **cfg.policy_overrides)
+        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_with_roles(cfg))
         state = None
     policy.to(device).train()
     atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
                                                           "resolved_policy": policy.config_dict()}, sort_keys=False))
     history, horizon = policy.window()
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
-                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels)
+                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels,
+                       label_keys=policy.label_keys())
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
@@ -387,7 +388,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             writer.add_scalar("train/samples_per_s", sps, step)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", float(v), step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.0f}")
+            shown = {k: f"{v:.3g}" for k, v in logs.items() if k == "bc_loss" or "error" in k}
+            bar.set_postfix(loss=f"{loss_value:.4f}", **shown, samples_s=f"{sps:.0f}")
         bar.update(1)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             with _IsolatedRNG():
@@ -412,6 +414,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
     if not (run / "best").exists():  # no evaluation ran: the last weights are the answer
         shutil.copytree(run / "checkpoint" / "policy", run / "best")
     return _summary(run, best, loss_value)
+
+
+def _with_roles(cfg: TrainConfig) -> dict[str, Any]:
+    """The policy overrides, with the grounding roles read from the data when a grounding weight asks for
+    them and none are given."""
+    from vlagym.policies.data import dataset_roles
+
+    overrides = dict(cfg.policy_overrides)
+    if (overrides.get("heatmap_weight") or overrides.get("position_weight")) and not overrides.get("roles"):
+        roles = dataset_roles(cfg.data)
+        if not roles:
+            raise ValueError(f"{cfg.data[0]} has no privileged labels (no labels/<role>/... in its demos: it was "
+                             "collected before labels were recorded); recollect it, or set policy.heatmap_weight=0 "
+                             "and policy.position_weight=0")
+        overrides["roles"] = roles
+    return overrides
 
 
 def _summary(run: Path, best: dict[str, Any], loss: float | None) -> dict[str, Any]:

@@ -219,7 +219,8 @@ class FiLMResNet18(nn.Module):
             1, 2, 4, 8). 32 or 16 keep the topology at a quarter or a sixteenth of the compute and weights,
             for CPU training and small checkpoints.
 
-    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 8 * width, H/s, W/s)``.
+    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 8 * width, H/s, W/s)``;
+    ``stages_out(...)`` returns every stage's FiLM-conditioned output (strides 4, 8, 16, s).
     """
 
     def __init__(
@@ -261,12 +262,18 @@ class FiLMResNet18(nn.Module):
         self.films = nn.ModuleList(FiLM(cond_dim, c) for c in widths)
         self.normalize = ImageNormalize()
         self.out_channels = widths[-1]
+        self.stage_channels = tuple(widths)
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.stages_out(images, cond)[-1]
+
+    def stages_out(self, images: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(self.normalize(images))
+        out = []
         for stage, film in zip(self.stages, self.films, strict=True):
             x = film(stage(x), cond)
-        return x
+            out.append(x)
+        return out
 
 
 # --- spatial softmax ----------------------------------------------------------------------------------------
