@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from vlagym.policies.language import DEFAULT_SENTENCE_MODEL, TEXT_ENCODERS, make_text_encoder
+from vlagym.policies.language import DEFAULT_SENTENCE_MODEL, TEXT_ENCODERS, WORD_POOLING, make_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,12 @@ class LanguageConditionedConfig(PolicyConfig):
     text_pretrained: str | None = None
     """open_clip pretrained tag or file (clip only)."""
     text_dim: int = 64
-    """Embedding size of the hash encoder (the pretrained encoders have their own)."""
+    """Embedding size of the hash and word encoders (the pretrained encoders have their own)."""
+    vocab: tuple[str, ...] = ()
+    """The word encoder's vocabulary (``"words"``, ``"sentence+words"``); ``vlagym train`` builds it from
+    the training instructions. Words outside it share one learned "unknown" embedding."""
+    word_pooling: str = "gru"
+    """How the word encoder pools its word embeddings: ``"gru"`` (last state) or ``"mean"``."""
     freeze_text: bool = True
     """Keep a pretrained text encoder fixed; its embeddings are then cached per instruction."""
 
@@ -226,6 +231,12 @@ class LanguageConditionedConfig(PolicyConfig):
             raise _bad(self, "text_encoder", f"must be one of {TEXT_ENCODERS}")
         if self.text_dim < 1:
             raise _bad(self, "text_dim", "must be >= 1")
+        self.vocab = tuple(self.vocab)
+        if "words" in self.text_encoder and not self.vocab:
+            raise _bad(self, "vocab", f"must list the words of the training instructions for text_encoder="
+                                      f"{self.text_encoder!r} (vlagym train fills it)")
+        if self.word_pooling not in WORD_POOLING:
+            raise _bad(self, "word_pooling", f"must be one of {WORD_POOLING}")
 
 
 @dataclass
@@ -432,7 +443,8 @@ class Policy(nn.Module, abc.ABC):
 
 def text_encoder_from_config(cfg: LanguageConditionedConfig):
     return make_text_encoder(
-        cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.text_dim, cfg.freeze_text
+        cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.text_dim, cfg.freeze_text, cfg.vocab,
+        cfg.word_pooling,
     )
 
 

@@ -329,7 +329,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         policy = load_policy(run / "checkpoint" / "policy")
         start, best = state["step"], state["best"]
     else:
-        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_with_roles(cfg))
+        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_data_overrides(cfg, probe.demos))
         state = None
     policy.to(device).train()
     atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
@@ -416,12 +416,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
     return _summary(run, best, loss_value)
 
 
-def _with_roles(cfg: TrainConfig) -> dict[str, Any]:
-    """The policy overrides, with the grounding roles read from the data when a grounding weight asks for
-    them and none are given."""
+def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:
+    """The policy overrides, with what the data fills in: the word encoder's vocabulary (the training
+    instructions' words) and the grounding roles, when the config asks for them and gives none."""
     from vlagym.policies.data import dataset_roles
 
     overrides = dict(cfg.policy_overrides)
+    if "words" in str(overrides.get("text_encoder", "")) and not overrides.get("vocab"):
+        from vlagym.policies.language import build_vocab
+
+        overrides["vocab"] = build_vocab(r.instruction for r in demos)
     if (overrides.get("heatmap_weight") or overrides.get("position_weight")) and not overrides.get("roles"):
         roles = dataset_roles(cfg.data)
         if not roles:
