@@ -73,18 +73,21 @@ def run_episode(
     record: bool = False,
     video_key: str = "rgb",
     keep_trajectory: bool = False,
+    heatmaps: bool = False,
 ) -> Episode:
     """Reset ``env`` with ``seed``, let the agent act until the episode ends.
 
     ``record`` keeps annotated video frames; ``keep_trajectory`` keeps the raw observations,
-    executed actions, rewards and dones (for datasets).
+    executed actions, rewards and dones (for datasets); ``heatmaps`` draws the agent's predicted
+    heatmaps (``PolicyAgent.locate``) over the recorded frames.
     """
     obs, info = env.reset(seed=seed)
     agent = make_agent(env)
     if hasattr(agent, "reset"):
         agent.reset()
     instruction = obs["instruction"]
-    frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
+    draw = (lambda o: _with_heatmaps(o, agent)) if heatmaps else (lambda o: o)  # noqa: E731
+    frames = [annotate(_frame(draw(obs), video_key), instruction, 0)] if record else None
     agent_t = env_t = 0.0
     steps, done = 0, False
     traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": [],
@@ -110,7 +113,7 @@ def run_episode(
         done = terminated or truncated
         if record:
             outcome = None if not done else ("success" if info["success"] else "failure")
-            frames.append(annotate(_frame(obs, video_key), instruction, steps, outcome))
+            frames.append(annotate(_frame(draw(obs), video_key), instruction, steps, outcome))
     facts = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) and k != "instruction"}
     return Episode(
         env_id=env.spec.id if env.spec else type(env.unwrapped).__name__,
@@ -139,6 +142,18 @@ def _stack(traj: dict[str, list]) -> Trajectory:
         labels=({k: np.stack([lab[k] for lab in traj["labels"]]) for k in traj["labels"][0]}
                 if traj["labels"] and len(traj["labels"]) == len(traj["actions"]) else None),
     )
+
+
+def _with_heatmaps(obs: dict[str, Any], agent) -> dict[str, Any]:
+    """``obs`` with each camera image overlaid by the agent's predicted heatmaps (for videos only)."""
+    from vlagym.agents.video import overlay_heatmaps
+
+    where = agent.locate(obs)
+    out = dict(obs)
+    for key, pred in where.items():
+        if isinstance(pred, dict) and key in obs:
+            out[key] = overlay_heatmaps(obs[key], pred["heatmap"], pred["uv"])
+    return out
 
 
 def video_kwargs(env_id: str) -> dict[str, Any]:

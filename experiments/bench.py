@@ -206,3 +206,71 @@ def format_policy_rows(rows: list[dict]) -> str:
                      f"{r['predict_ms_batch']:.0f} ({r['predict_cpu_ms_batch']:.0f}) | "
                      f"{r['train_step_ms_batch']:.0f} ({r['train_step_cpu_ms_batch']:.0f}) |")
     return "\n".join(lines)
+
+
+def bench_train(config: str | None, overrides: list[str] = (), steps: int = 150, bare_threads: int | None = None
+                ) -> dict:
+    """Samples/s of the real training loop beside its limit, measured in one run.
+
+    The real loop is ``vlagym train`` itself (its loader, workers, augmentation and threads as the config
+    sets them) for ``steps`` steps, with validation off; its rate leaves out the first steps and the
+    checkpoint writes. The limit is a bare loop of the same model: forward, backward and optimizer step
+    over one batch already in memory, on ``bare_threads`` threads (default: every core). The ratio says
+    how much of the machine the loop's data path leaves unused.
+    """
+    import os
+    import tempfile
+
+    import torch
+
+    from vlagym.policies import load_policy
+    from vlagym.policies.data import DemoWindows
+    from vlagym.policies.train import collate, load_config, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, [*overrides, f"steps={steps}", "eval_every=0", f"save_every={steps}",
+                                   f"out={tmp}/run"])
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = train(cfg, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        policy = load_policy(f"{tmp}/run/checkpoint/policy").train()
+    history, horizon = policy.window()
+    data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment, max_demos=cfg.max_demos,
+                       image_keys=policy.image_keys(), action_key=cfg.labels, label_keys=policy.label_keys())
+    rng = np.random.default_rng(0)
+    batch = collate([data[int(i)] for i in rng.integers(0, len(data), cfg.batch_size)])
+    threads = bare_threads or os.cpu_count() or 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+
+        def step() -> None:
+            loss, _ = policy.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        n = max(10, steps // 5)
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        bare = n * cfg.batch_size / (time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(previous)
+    real = summary["samples_per_s"]
+    return {"policy": cfg.policy, "batch_size": cfg.batch_size, "steps": steps, "threads": cfg.threads,
+            "num_workers": cfg.num_workers, "preload": cfg.preload, "real_samples_per_s": real,
+            "bare_samples_per_s": bare, "bare_threads": threads, "ratio": real / bare,
+            "train_wall_s": wall, "train_process_cpu_s": cpu}
+
+
+def format_train_row(r: dict) -> str:
+    return (f"{r['policy']} batch {r['batch_size']}: real loop {r['real_samples_per_s']:.0f} samples/s "
+            f"(threads={r['threads']}, num_workers={r['num_workers']}, preload={r['preload']}); bare "
+            f"forward/backward on {r['bare_threads']} threads {r['bare_samples_per_s']:.0f} samples/s; ratio "
+            f"{r['ratio']:.2f}. {r['steps']} steps took {r['train_wall_s']:.0f} s wall, "
+            f"{r['train_process_cpu_s']:.0f} s CPU in this process")

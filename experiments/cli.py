@@ -112,7 +112,9 @@ def cmd_record(args) -> int:
     else:
         make_agent = lambda e: e.unwrapped.task.expert(noise=args.noise)  # noqa: E731
     env = gym.make(env_id, **kwargs)
-    ep = run_episode(env, args.seed, make_agent, record=True)
+    if args.heatmaps and not args.policy:
+        raise ValueError("--heatmaps draws a trained policy's grounding heads; pass --policy")
+    ep = run_episode(env, args.seed, make_agent, record=True, heatmaps=args.heatmaps)
     path = write_video(args.out, ep.frames)
     who = args.policy or "expert"
     print(f"{who} on {ep.instruction!r}: {'success' if ep.success else 'failure'} in {ep.steps} steps -> {path}")
@@ -125,6 +127,11 @@ def cmd_bench(args) -> int:
     if args.what == "env":
         rows = bench_env(_env_ids(args.env), sizes=args.sizes, steps=args.steps)
         print(format_env_rows(rows))
+    elif args.what == "train":
+        from vlagym.experiments.bench import bench_train, format_train_row
+
+        rows = bench_train(args.config, args.overrides, steps=args.steps)
+        print(format_train_row(rows))
     elif args.what == "policy":
         from vlagym.experiments.bench import bench_policy, format_policy_rows
 
@@ -521,9 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
                                    "size, beside raw PyBullet rendering of the same scene without the robot. "
                                    "'data': loader samples/s over a dataset with worker processes.")
-    s.add_argument("what", choices=["env", "data", "policy"],
+    s.add_argument("what", choices=["env", "data", "policy", "train"],
                    help="what to benchmark ('policy': each policy's default config on one core at the "
-                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward)")
+                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward; "
+                        "'train': samples/s of `vlagym train` with --config and overrides for --steps steps, "
+                        "beside a bare forward/backward loop of the same model on every core)")
+    s.add_argument("--config", default=None, help="training YAML config (train)")
+    s.add_argument("overrides", nargs="*", help="key=value training overrides (train)")
     s.add_argument("--data", default=None, help="dataset folder (data)")
     s.add_argument("--workers", type=_at_least(0), default=2,
                    help="DataLoader workers (data; 0 loads in this process)")
@@ -531,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
     s.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
     s.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="image sizes")
-    s.add_argument("--steps", type=int, default=200, help="steps per measurement")
+    s.add_argument("--steps", type=int, default=200, help="steps per measurement (env, train)")
     s.add_argument("--json", default=None, help="also write the rows to this JSON file")
     s.set_defaults(func=cmd_bench)
 

@@ -58,6 +58,8 @@ class DemoWindows(Dataset):
         action_key: the labels: ``"actions"`` (what was executed, noise included) or
             ``"expert_actions"`` (the scripted expert's noiseless plan at the same states, DART's
             labels; datasets collected since it was recorded).
+        preload: decode every frame into memory at construction (uint8, ``decoded_bytes`` of them), so
+            no sample pays for decompression: the loader's cores compute instead of inflating gzip chunks.
         label_keys: privileged labels to load (``vlagym.envs.labels``: ``object/rgb/uv``,
             ``object/rgb/visible``, ``object/pos``, ...), each at the current step. A pixel position
             ``<role>/<camera>/uv`` moves with its camera's random shift.
@@ -81,6 +83,7 @@ class DemoWindows(Dataset):
         max_demos: int | None = None,
         action_key: str = "actions",
         label_keys: tuple[str, ...] = (),
+        preload: bool = False,
     ) -> None:
         if action_key not in ACTION_KEYS:
             raise ValueError(f"action_key must be one of {ACTION_KEYS}, got {action_key!r}")
@@ -104,6 +107,31 @@ class DemoWindows(Dataset):
         self._files: dict[Path, h5py.File] = {}
         self._check_keys()
         self._data_stats = self._scan()
+        self._preloaded: list[dict[str, Any]] | None = self._preload() if preload else None
+
+    def decoded_bytes(self, image_keys: tuple[str, ...] | None = None) -> int:
+        """Memory the decoded frames of ``image_keys`` (default: this dataset's) take: what ``preload`` holds."""
+        ref = self.demos[0]
+        keys = self.image_keys if image_keys is None else image_keys
+        with reading(ref.path, ref.key, "obs"), h5py.File(ref.path, "r") as f:
+            per_frame = sum(int(np.prod(f["data"][ref.key]["obs"][k].shape[1:])) for k in keys)
+        return per_frame * sum(r.length for r in self.demos)
+
+    def _preload(self) -> list[dict[str, Any]]:
+        """Every demo's frames, proprio, labels and label keys as numpy arrays, in the layout of its group."""
+        from tqdm import tqdm
+
+        out = []
+        for ref in tqdm(self.demos, desc="decode frames into memory", unit="demo", dynamic_ncols=True,
+                        leave=False):
+            with reading(ref.path, ref.key), h5py.File(ref.path, "r") as f:
+                d = f["data"][ref.key]
+                arrays: dict[str, Any] = {"obs": {k: d["obs"][k][()] for k in (*self.image_keys, "proprio")},
+                                          self.action_key: d[self.action_key][()]}
+                if self.label_keys:
+                    arrays["labels"] = {k: d["labels"][k][()] for k in self.label_keys}
+            out.append(arrays)
+        return out
 
     def _check_keys(self) -> None:
         ref = self.demos[0]
@@ -179,7 +207,7 @@ class DemoWindows(Dataset):
             return self._item(d, t, ref, aug_seed)
 
     def _item(self, d: int, t: int, ref: DemoRef, aug_seed: int | None) -> dict[str, Any]:
-        demo = self._file(ref.path)["data"][ref.key]
+        demo = self._preloaded[d] if self._preloaded is not None else self._file(ref.path)["data"][ref.key]
         n = ref.length
         lo = max(0, t - self.history + 1)
         obs_idx = np.arange(t - self.history + 1, t + 1)

@@ -104,6 +104,20 @@ def test_grounded_bcz_trains_its_heads_and_keeps_them_through_save_and_load(plac
     assert where["rgb"]["heatmap"].shape[0] == 2 and where["position"].shape == (2, 3)
     np.testing.assert_allclose(where["rgb"]["heatmap"].reshape(2, -1).sum(-1), 1.0, rtol=1e-5)
 
+    # Rollout videos draw the heatmaps on request, and only then.
+    import gymnasium as gym
+
+    from vlagym.agents.policy_agent import PolicyAgent
+    from vlagym.agents.rollout import run_episode
+
+    env = gym.make("vlagym/TabletopPlace-v0", image_size=32, wrist_camera=True, max_episode_steps=3)
+    agent = PolicyAgent(policy)
+    plain = run_episode(env, 2_000_000, lambda e: agent, record=True)
+    drawn = run_episode(env, 2_000_000, lambda e: agent, record=True, heatmaps=True)
+    env.close()
+    assert len(plain.frames) == len(drawn.frames) == 4
+    assert all(not np.array_equal(a, b) for a, b in zip(plain.frames, drawn.frames))
+
 
 def test_a_dataset_without_labels_names_the_missing_key(tmp_path):
     import h5py
