@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.0, help="expert action noise")
     s.add_argument("--image-size", type=int, default=128, help="camera resolution (a policy's own wins)")
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
+    s.add_argument("--heatmaps", action="store_true",
+                   help="draw the policy's predicted heatmaps and pixel positions over each camera (policies "
+                        "trained with policy.heatmap_weight > 0)")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")

@@ -117,6 +117,12 @@ def test_grounded_bcz_trains_its_heads_and_keeps_them_through_save_and_load(plac
     env.close()
     assert len(plain.frames) == len(drawn.frames) == 4
     assert all(not np.array_equal(a, b) for a, b in zip(plain.frames, drawn.frames))
+    from vlagym.experiments.cli import main
+
+    gif = tmp_path / "ground.gif"
+    assert main(["record", "--policy", str(tmp_path / "run"), "--env", "vlagym/TabletopPlace-v0", "--heatmaps",
+                 "--out", str(gif)]) == 0
+    assert gif.stat().st_size > 0
 
 
 def test_a_dataset_without_labels_names_the_missing_key(tmp_path):
