@@ -6,6 +6,10 @@ a flat dict of fixed keys (the same keys every step of a task, so they stack int
 
 ``<role>/pos``                float32 (3,): the role's point in the robot's frame (tabletop: the
                               end-effector link's frame; navigation: the base, x forward, y left, z up)
+``<role>/yaw``                float32 (2,): ``(sin k*d, cos k*d)`` of the role's yaw ``d`` relative to that
+                              frame's, with ``k`` its shape's rotational symmetry (a cube looks the same
+                              every quarter turn: k = 4); (0, 1) for what looks the same at every angle
+                              (cylinders, bowls, regions, balls)
 ``<role>/<camera>/uv``        float32 (2,): its projected pixel position, (column, row) over (width,
                               height), so (0, 0) is the top-left corner and (1, 1) the bottom-right one;
                               values outside [0, 1] lie outside the image, and (-1, -1) marks a point
@@ -29,10 +33,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RoleTarget:
-    """One role at one step: a world point, and the body whose pixels make it visible (None: a region)."""
+    """One role at one step: a world point, the body whose pixels make it visible (None: a region), and its
+    yaw with the order of its rotational symmetry (0: it looks the same at every angle)."""
 
     position: np.ndarray
     body: str | None
+    yaw: float = 0.0
+    symmetry: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,12 @@ def compute_labels(
         robot_body: the body whose pixels hide a region.
     """
     origin, rot = frame
+    frame_yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
     out: dict[str, np.ndarray] = {}
     for name, role in roles.items():
         out[f"{name}/pos"] = (rot.T @ (np.asarray(role.position, dtype=np.float64) - origin)).astype(np.float32)
+        k = role.symmetry * (role.yaw - frame_yaw)
+        out[f"{name}/yaw"] = np.array([np.sin(k), np.cos(k)] if role.symmetry else [0.0, 1.0], dtype=np.float32)
         for key, view in views.items():
             uv, ahead = project(view, role.position)
             visible = False
@@ -110,7 +120,7 @@ def label_keys(roles: tuple[str, ...], cameras: tuple[str, ...]) -> list[str]:
     """Every key ``compute_labels`` reports for these roles and cameras, in a fixed order."""
     keys = []
     for name in roles:
-        keys.append(f"{name}/pos")
+        keys += [f"{name}/pos", f"{name}/yaw"]
         for key in cameras:
             keys += [f"{name}/{key}/uv", f"{name}/{key}/visible"]
     return keys

@@ -97,6 +97,9 @@ class PolicyConfig:
     no heatmap head."""
     position_weight: float = 0.0
     """Weight of the regression of each role's 3-D position in the robot frame; 0 builds no position head."""
+    yaw_weight: float = 0.0
+    """Weight of the regression of each role's yaw relative to the hand, folded by its symmetry
+    (``labels/<role>/yaw``); 0 builds no yaw head."""
     roles: tuple[str, ...] = ()
     """Roles the grounding heads locate (``object``, ``destination``, ``goal``: ``Task.label_roles``);
     ``vlagym train`` fills them from the data when a grounding weight is set."""
@@ -142,7 +145,7 @@ class PolicyConfig:
         self.gripper_dims = tuple(sorted(dims))
         self.stats = self._complete_stats(self.stats)
         self.roles = tuple(self.roles)
-        for name in ("heatmap_weight", "position_weight"):
+        for name in ("heatmap_weight", "position_weight", "yaw_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise _bad(self, name, "must be a number >= 0")
@@ -150,14 +153,14 @@ class PolicyConfig:
             raise _bad(self, "roles", "must name the roles to locate (e.g. ('object',)) when a grounding weight "
                                       "is set")
         if self.feed_location and not self.grounded:
-            raise _bad(self, "feed_location", "needs heatmap_weight > 0 or position_weight > 0")
+            raise _bad(self, "feed_location", "needs heatmap_weight, position_weight or yaw_weight > 0")
         if len(set(self.roles)) != len(self.roles):
             raise _bad(self, "roles", "must not repeat a role")
 
     @property
     def grounded(self) -> bool:
         """Whether the policy has grounding heads."""
-        return self.heatmap_weight > 0 or self.position_weight > 0
+        return self.heatmap_weight > 0 or self.position_weight > 0 or self.yaw_weight > 0
 
     def _complete_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]]:
         stats = dict(stats or {})
@@ -431,7 +434,8 @@ class Policy(nn.Module, abc.ABC):
         from vlagym.policies.grounding import role_label_keys
 
         cfg = self.config
-        return role_label_keys(cfg.roles, self.image_keys(), cfg.heatmap_weight > 0, cfg.position_weight > 0)
+        return role_label_keys(cfg.roles, self.image_keys(), cfg.heatmap_weight > 0, cfg.position_weight > 0,
+                               cfg.yaw_weight > 0)
 
     def config_dict(self) -> dict[str, Any]:
         """The config as JSON-able data, with its ``type``."""

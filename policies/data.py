@@ -160,7 +160,7 @@ class DemoWindows(Dataset):
                                 f"{path} [{r.key}] has no privileged label labels/{missing[0]} (collected before "
                                 f"labels were recorded, or a task without that role: it has "
                                 f"{sorted(label_datasets(f['data'][r.key]))}); recollect it, or train without "
-                                f"grounding heads (policy.heatmap_weight=0 policy.position_weight=0)")
+                                f"grounding heads (policy.heatmap_weight, position_weight and yaw_weight 0)")
 
     def _scan(self) -> dict[str, dict[str, list[float]]]:
         """Read every demo's labels and proprio once: refuse non-finite values and labels outside the

@@ -10,7 +10,9 @@ Two auxiliary heads train with the behavior-cloning loss (CLIPort's and Transpor
   Its soft-argmax is the predicted pixel position, (column, row) in [0, 1] as the labels give it.
 * ``PositionHead``: a regression of each role's 3-D position in the robot frame (``labels/<role>/pos``,
   the end-effector frame on the tabletop) from the pooled image features and proprioception, with a
-  Huber loss in units of ``POSITION_SCALE``.
+  Huber loss in units of ``POSITION_SCALE``; the same head with two outputs regresses each role's yaw
+  relative to the hand, folded by its symmetry (``labels/<role>/yaw``: how to turn the fingers onto a
+  cube's faces, which a 64 px image barely shows).
 
 With ``feed_location`` the predicted pixel positions, visibilities and 3-D positions join the action
 head's input, so the actions read the located object rather than having to find it again.
@@ -49,25 +51,28 @@ class RoleHeatmap(nn.Module):
 
 
 class PositionHead(nn.Module):
-    """``(N, D)`` features -> each role's 3-D position ``(N, R, 3)`` in units of ``POSITION_SCALE``."""
+    """``(N, D)`` features -> ``outputs`` numbers per role ``(N, R, outputs)``: the 3-D position in units of
+    ``POSITION_SCALE``, or (with ``outputs=2``) the folded yaw's sine and cosine."""
 
-    def __init__(self, in_dim: int, num_roles: int, hidden: int = 128) -> None:
+    def __init__(self, in_dim: int, num_roles: int, hidden: int = 128, outputs: int = 3) -> None:
         super().__init__()
-        self.num_roles = num_roles
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 3 * num_roles))
+        self.num_roles, self.outputs = num_roles, outputs
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, outputs * num_roles))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(x.shape[0], self.num_roles, 3)
+        return self.net(x).view(x.shape[0], self.num_roles, self.outputs)
 
 
-def location_features(heatmaps: list[dict[str, torch.Tensor]], position: torch.Tensor | None) -> torch.Tensor:
+def location_features(heatmaps: list[dict[str, torch.Tensor]], position: torch.Tensor | None,
+                      yaw: torch.Tensor | None = None) -> torch.Tensor:
     """What ``feed_location`` hands the action head: per camera and role the predicted (u, v) centred on 0
-    and the visibility probability, then the predicted positions -> ``(N, F)``."""
+    and the visibility probability, then the predicted positions and yaws -> ``(N, F)``."""
     parts = []
     for hm in heatmaps:
         parts += [(hm["uv"] - 0.5).flatten(1), hm["visible"].sigmoid()]
-    if position is not None:
-        parts.append(position.flatten(1))
+    for x in (position, yaw):
+        if x is not None:
+            parts.append(x.flatten(1))
     return torch.cat(parts, dim=-1)
 
 
@@ -111,8 +116,18 @@ def position_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return loss, {"position_error_cm": err_cm}
 
 
-def role_label_keys(roles: tuple[str, ...], cameras: tuple[str, ...], heatmap: bool, position: bool
-                    ) -> tuple[str, ...]:
+def yaw_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Squared error of ``(N, R, 2)`` predicted (sin, cos) against the labels; logs the mean angle error in
+    degrees of the folded angle (a cube's quarter turn spans 360 of them)."""
+    loss = F.mse_loss(pred, target)
+    p = torch.atan2(pred[..., 0], pred[..., 1]).detach()
+    t = torch.atan2(target[..., 0], target[..., 1])
+    err = torch.remainder(p - t + torch.pi, 2 * torch.pi) - torch.pi
+    return loss, {"yaw_error_deg": float(err.abs().mean() * 180 / torch.pi)}
+
+
+def role_label_keys(roles: tuple[str, ...], cameras: tuple[str, ...], heatmap: bool, position: bool,
+                    yaw: bool = False) -> tuple[str, ...]:
     """The dataset label keys (``labels/<key>``) the heads read."""
     keys: list[str] = []
     for role in roles:
@@ -121,6 +136,8 @@ def role_label_keys(roles: tuple[str, ...], cameras: tuple[str, ...], heatmap: b
                 keys += [f"{role}/{cam}/uv", f"{role}/{cam}/visible"]
         if position:
             keys.append(f"{role}/pos")
+        if yaw:
+            keys.append(f"{role}/yaw")
     return tuple(keys)
 
 

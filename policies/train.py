@@ -442,12 +442,13 @@ def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:
         from vlagym.policies.language import build_vocab
 
         overrides["vocab"] = build_vocab(r.instruction for r in demos)
-    if (overrides.get("heatmap_weight") or overrides.get("position_weight")) and not overrides.get("roles"):
+    grounded = any(overrides.get(k) for k in ("heatmap_weight", "position_weight", "yaw_weight"))
+    if grounded and not overrides.get("roles"):
         roles = dataset_roles(cfg.data)
         if not roles:
             raise ValueError(f"{cfg.data[0]} has no privileged labels (no labels/<role>/... in its demos: it was "
-                             "collected before labels were recorded); recollect it, or set policy.heatmap_weight=0 "
-                             "and policy.position_weight=0")
+                             "collected before labels were recorded); recollect it, or set policy.heatmap_weight, "
+                             "policy.position_weight and policy.yaw_weight to 0")
         overrides["roles"] = roles
     return overrides
 

@@ -25,6 +25,7 @@ from vlagym.envs.tabletop.panda import FINGER_JOINTS
 REGION = np.array([[0.32, -0.24], [0.66, 0.24]])
 MAX_OBJECTS = 5
 OBJECT_STATE_DIM = 6  # x, y, z, sin(yaw), cos(yaw), present
+SYMMETRY = {"cube": 4, "cylinder": 0, "bowl": 0}  # quarter turns that leave a shape looking the same
 
 
 class TabletopTask(Task):
@@ -142,7 +143,8 @@ class TabletopTask(Task):
         return {"object": self.role_of(0)}
 
     def role_of(self, index: int) -> RoleTarget:
-        return RoleTarget(self.sim.position(self.name_of(index)), self.name_of(index))
+        name = self.name_of(index)
+        return RoleTarget(self.sim.position(name), name, self.sim.yaw(name), SYMMETRY[self.objects[index].shape])
 
     # --- helpers ------------------------------------------------------------------------------------------
     def ee(self) -> np.ndarray:

@@ -24,6 +24,7 @@ from vlagym.policies.grounding import (
     heatmap_loss,
     location_features,
     position_loss,
+    yaw_loss,
 )
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 from vlagym.policies.vision import FiLMResNet18, SpatialSoftmax
@@ -57,9 +58,10 @@ class BCZPolicy(Policy):
             c = self.backbone.stage_channels
             self.heatmaps = nn.ModuleList(RoleHeatmap(c[1] + c[3], r) for _ in range(cameras))
         self.position_head = PositionHead(in_dim, r) if cfg.position_weight > 0 else None
+        self.yaw_head = PositionHead(in_dim, r, outputs=2) if cfg.yaw_weight > 0 else None
         if cfg.feed_location:
             in_dim += (3 * r * cameras if self.heatmaps is not None else 0) + \
-                (3 * r if self.position_head is not None else 0)
+                (3 * r if self.position_head is not None else 0) + (2 * r if self.yaw_head is not None else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
         self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
         ng = self.codec.num_gripper
@@ -97,7 +99,8 @@ class BCZPolicy(Policy):
     ) -> dict[str, Any]:
         """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
         ``(B, D)`` instruction embedding -> ``trunk`` ``(B, hidden_dim)``, ``heatmaps`` (one
-        ``RoleHeatmap`` output per camera, or none) and ``position`` ``(B, R, 3)`` (or None)."""
+        ``RoleHeatmap`` output per camera, or none), ``position`` ``(B, R, 3)`` and ``yaw`` ``(B, R, 2)``
+        (each None without its head)."""
         if len(extra_images) != len(self.extra_backbones):
             raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
                              f"{len(self.extra_backbones)}")
@@ -107,9 +110,10 @@ class BCZPolicy(Policy):
         if self.config.use_proprio:
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
         position = self.position_head(feats) if self.position_head is not None else None
+        yaw = self.yaw_head(feats) if self.yaw_head is not None else None
         if self.config.feed_location:
-            feats = torch.cat([feats, location_features(heatmaps, position)], dim=-1)
-        return {"trunk": self.trunk(feats), "heatmaps": heatmaps, "position": position}
+            feats = torch.cat([feats, location_features(heatmaps, position, yaw)], dim=-1)
+        return {"trunk": self.trunk(feats), "heatmaps": heatmaps, "position": position, "yaw": yaw}
 
     def trunk_features(
         self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
@@ -164,6 +168,10 @@ class BCZPolicy(Policy):
             loss_pos, extra = position_loss(out["position"].float(), batch_labels(batch, cfg.roles, "pos", dev))
             loss = loss + cfg.position_weight * loss_pos
             logs.update(position=float(loss_pos.detach()), **extra)
+        if out["yaw"] is not None:
+            loss_yaw, extra = yaw_loss(out["yaw"].float(), batch_labels(batch, cfg.roles, "yaw", dev))
+            loss = loss + cfg.yaw_weight * loss_yaw
+            logs.update(yaw=float(loss_yaw.detach()), **extra)
         logs["loss"] = float(loss.detach())
         return loss, logs
 
@@ -186,6 +194,8 @@ class BCZPolicy(Policy):
                            "uv": hm["uv"][0].cpu().numpy(), "visible": hm["visible"][0].sigmoid().cpu().numpy()}
         if out["position"] is not None:
             result["position"] = (out["position"][0] * POSITION_SCALE).cpu().numpy()
+        if out["yaw"] is not None:
+            result["yaw"] = out["yaw"][0].cpu().numpy()
         return result
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ def test_collected_demos_carry_the_labels_of_each_frame(tmp_path):
     demo = load_demo(ref)
     labels = demo["labels"]
     assert set(labels) == {f"{role}/{k}" for role in ("object", "destination")
-                           for k in ("pos", "rgb/uv", "rgb/visible", "rgb_wrist/uv", "rgb_wrist/visible")}
+                           for k in ("pos", "yaw", "rgb/uv", "rgb/visible", "rgb_wrist/uv", "rgb_wrist/visible")}
     assert all(len(v) == len(demo["actions"]) for v in labels.values())
     # Row t is the label of the observation the action at t was chosen from: replay and compare.
     env = gym.make("vlagym/TabletopPlace-v0", image_size=32, wrist_camera=True)

@@ -133,7 +133,22 @@ def test_labels_are_deterministic_and_leave_images_unchanged():
 def test_state_mode_reports_positions_only():
     env = gym.make("vlagym/TabletopStack-v0", obs_mode="state")
     _, info = env.reset(seed=0)
-    assert set(info["labels"]) == {"object/pos", "destination/pos"}
+    assert set(info["labels"]) == {"object/pos", "object/yaw", "destination/pos", "destination/yaw"}
+    env.close()
+
+
+def test_yaw_is_relative_to_the_hand_and_folded_by_symmetry():
+    env = gym.make("vlagym/TabletopPickUp-v0", obs_mode="state")
+    u = env.unwrapped
+    seen = set()
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        spec = u.task.objects[0]
+        seen.add(spec.shape)
+        d = u.sim.yaw("obj0") - u.robot.ee_pose()[1]
+        want = [np.sin(4 * d), np.cos(4 * d)] if spec.shape == "cube" else [0.0, 1.0]
+        np.testing.assert_allclose(info["labels"]["object/yaw"], want, atol=1e-5)
+    assert seen == {"cube", "cylinder"}
     env.close()
 
 

@@ -17,8 +17,8 @@ STEPS = 12
 
 def _task_facts(info: dict) -> str:
     """``info`` without what depends on the camera: the labels' pixel positions and visibility describe the
-    rendered image (a moved camera or an occluder changes them); their 3-D positions are task state."""
-    labels = {k: v for k, v in info.get("labels", {}).items() if k.endswith("/pos")}
+    rendered image (a moved camera or an occluder changes them); their 3-D positions and yaws are task state."""
+    labels = {k: v for k, v in info.get("labels", {}).items() if k.endswith(("/pos", "/yaw"))}
     return repr(sorted({**info, "labels": labels}.items()))
 
 

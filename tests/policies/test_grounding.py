@@ -14,7 +14,7 @@ from vlagym.policies.train import TrainConfig, train
 
 GROUNDED = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3, "backbone_width": 8,
             "pool": "spatial_softmax", "num_keypoints": 8, "output_stride": 16, "extra_image_keys": ["rgb_wrist"],
-            "heatmap_weight": 1.0, "position_weight": 1.0, "feed_location": True}
+            "heatmap_weight": 1.0, "position_weight": 1.0, "yaw_weight": 1.0, "feed_location": True}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_grounded_bcz_trains_its_heads_and_keeps_them_through_save_and_load(plac
     # The cross-entropy against a Gaussian target has the target's entropy as its floor, so it falls less
     # than the errors of the located pixel (normalised image units) and of the 3-D position (cm).
     for key, factor in (("uv_error_rgb", 0.6), ("uv_error_rgb_wrist", 0.6), ("position_error_cm", 0.6),
-                        ("heatmap_rgb", 0.9), ("position", 0.6)):
+                        ("heatmap_rgb", 0.9), ("position", 0.6), ("yaw", 0.8)):
         before, after = np.mean([x[key] for x in first]), np.mean([x[key] for x in last])
         assert after < factor * before, (key, before, after)
     policy = load_policy(tmp_path / "run" / "best")
@@ -102,6 +102,7 @@ def test_grounded_bcz_trains_its_heads_and_keeps_them_through_save_and_load(plac
            .numpy(), "proprio": batch["proprio"][0, 0].numpy(), "instruction": batch["instruction"][0]}
     where = policy.locate(obs)
     assert where["rgb"]["heatmap"].shape[0] == 2 and where["position"].shape == (2, 3)
+    assert where["yaw"].shape == (2, 2) and policy.yaw_head is not None
     np.testing.assert_allclose(where["rgb"]["heatmap"].reshape(2, -1).sum(-1), 1.0, rtol=1e-5)
 
     # Rollout videos draw the heatmaps on request, and only then.

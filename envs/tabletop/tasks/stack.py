@@ -54,7 +54,9 @@ class StackTask(TabletopTask):
 
     def role_targets(self):
         """The top cube, and where its centre rests on the bottom cube (seen through the bottom cube)."""
-        return {"object": self.role_of(0), "destination": RoleTarget(self.goal(), self.name_of(1))}
+        base = self.role_of(1)
+        return {"object": self.role_of(0),
+                "destination": RoleTarget(self.goal(), base.body, base.yaw, base.symmetry)}
 
     def still(self, index: int) -> bool:
         linear, _ = self.sim.client.getBaseVelocity(self.sim.bodies[self.name_of(index)])
