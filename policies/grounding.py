@@ -148,3 +148,47 @@ def batch_labels(batch: dict[str, Any], roles: tuple[str, ...], suffix: str, dev
     if missing:
         raise KeyError(f"batch lacks {missing}; build DemoWindows with label_keys=policy.label_keys()")
     return torch.stack([batch[f"labels/{r}/{suffix}"].to(device, dtype) for r in roles], dim=1)
+
+
+def grounding_loss(policy, batch: dict[str, Any], loss: torch.Tensor, logs: dict[str, float],
+                   heatmaps: list[dict[str, torch.Tensor]], position: torch.Tensor | None,
+                   yaw: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Add the grounding losses of a policy's heads (one heatmap per camera of ``policy.image_keys()``,
+    in order) to its behavior-cloning ``loss``, weighted by its config; every part goes in the logs."""
+    cfg = policy.config
+    dev = policy.device
+    logs = {**logs, "bc_loss": logs["loss"]}
+    for cam, hm in zip(policy.image_keys(), heatmaps):
+        uv = batch_labels(batch, cfg.roles, f"{cam}/uv", dev)
+        visible = batch_labels(batch, cfg.roles, f"{cam}/visible", dev, torch.bool)
+        loss_map, loss_vis, extra = heatmap_loss({k: v.float() for k, v in hm.items()}, uv, visible)
+        loss = loss + cfg.heatmap_weight * (loss_map + loss_vis)
+        logs.update({f"heatmap_{cam}": float(loss_map.detach()), f"visibility_{cam}": float(loss_vis.detach()),
+                     f"uv_error_{cam}": extra["uv_error"]})
+    if position is not None:
+        loss_pos, extra = position_loss(position.float(), batch_labels(batch, cfg.roles, "pos", dev))
+        loss = loss + cfg.position_weight * loss_pos
+        logs.update(position=float(loss_pos.detach()), **extra)
+    if yaw is not None:
+        loss_yaw, extra = yaw_loss(yaw.float(), batch_labels(batch, cfg.roles, "yaw", dev))
+        loss = loss + cfg.yaw_weight * loss_yaw
+        logs.update(yaw=float(loss_yaw.detach()), **extra)
+    logs["loss"] = float(loss.detach())
+    return loss, logs
+
+
+def located(policy, heatmaps: list[dict[str, torch.Tensor]], position: torch.Tensor | None,
+            yaw: torch.Tensor | None) -> dict[str, Any]:
+    """What ``locate`` returns for one observation (batch of one): per camera the heatmap probabilities
+    ``(R, h, w)``, pixel positions ``(R, 2)`` and visibility probabilities ``(R,)``; the positions ``(R, 3)``
+    in metres and the folded yaws ``(R, 2)``; ``roles`` names the rows."""
+    out: dict[str, Any] = {"roles": policy.config.roles}
+    for cam, hm in zip(policy.image_keys(), heatmaps):
+        logits = hm["logits"][0]
+        out[cam] = {"heatmap": logits.flatten(1).softmax(-1).view_as(logits).cpu().numpy(),
+                    "uv": hm["uv"][0].cpu().numpy(), "visible": hm["visible"][0].sigmoid().cpu().numpy()}
+    if position is not None:
+        out["position"] = (position[0] * POSITION_SCALE).cpu().numpy()
+    if yaw is not None:
+        out["yaw"] = yaw[0].cpu().numpy()
+    return out

@@ -17,15 +17,7 @@ from torch import nn
 
 from vlagym.policies.base import Policy, _Frame, mlp, text_encoder_from_config
 from vlagym.policies.bcz.configuration_bcz import BCZConfig
-from vlagym.policies.grounding import (
-    PositionHead,
-    RoleHeatmap,
-    batch_labels,
-    heatmap_loss,
-    location_features,
-    position_loss,
-    yaw_loss,
-)
+from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 from vlagym.policies.vision import FiLMResNet18, SpatialSoftmax
 
@@ -155,48 +147,20 @@ class BCZPolicy(Policy):
         loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
         if not cfg.grounded:
             return loss, logs
-        logs["bc_loss"] = logs["loss"]
-        dev = self.device
-        for cam, hm in zip(self.image_keys(), out["heatmaps"], strict=True):
-            uv = batch_labels(batch, cfg.roles, f"{cam}/uv", dev)
-            visible = batch_labels(batch, cfg.roles, f"{cam}/visible", dev, torch.bool)
-            loss_map, loss_vis, extra = heatmap_loss({k: v.float() for k, v in hm.items()}, uv, visible)
-            loss = loss + cfg.heatmap_weight * (loss_map + loss_vis)
-            logs.update({f"heatmap_{cam}": float(loss_map.detach()), f"visibility_{cam}": float(loss_vis.detach()),
-                         f"uv_error_{cam}": extra["uv_error"]})
-        if out["position"] is not None:
-            loss_pos, extra = position_loss(out["position"].float(), batch_labels(batch, cfg.roles, "pos", dev))
-            loss = loss + cfg.position_weight * loss_pos
-            logs.update(position=float(loss_pos.detach()), **extra)
-        if out["yaw"] is not None:
-            loss_yaw, extra = yaw_loss(out["yaw"].float(), batch_labels(batch, cfg.roles, "yaw", dev))
-            loss = loss + cfg.yaw_weight * loss_yaw
-            logs.update(yaw=float(loss_yaw.detach()), **extra)
-        logs["loss"] = float(loss.detach())
-        return loss, logs
+        return grounding_loss(self, batch, loss, logs, out["heatmaps"], out["position"], out["yaw"])
 
     @torch.no_grad()
     def locate(self, obs: dict[str, Any]) -> dict[str, Any]:
         """The grounding heads' view of one observation: per camera the heatmap probabilities
         ``(R, h, w)``, pixel positions ``(R, 2)`` and visibility probabilities ``(R,)``, and the 3-D
         positions ``(R, 3)`` in metres (robot frame), as numpy arrays keyed by camera and role order."""
-        from vlagym.policies.grounding import POSITION_SCALE
-
         if not self.config.grounded:
             raise ValueError("bcz.locate: this policy has no grounding heads (heatmap_weight and "
                              "position_weight are 0)")
         frame = self._parse_obs(obs)
         out = self.encode(frame.image[None], frame.proprio[None], self.text([frame.instruction]),
                           tuple(im[None] for im in frame.extra_images))
-        result: dict[str, Any] = {"roles": self.config.roles}
-        for cam, hm in zip(self.image_keys(), out["heatmaps"], strict=True):
-            result[cam] = {"heatmap": hm["logits"][0].flatten(1).softmax(-1).view_as(hm["logits"][0]).cpu().numpy(),
-                           "uv": hm["uv"][0].cpu().numpy(), "visible": hm["visible"][0].sigmoid().cpu().numpy()}
-        if out["position"] is not None:
-            result["position"] = (out["position"][0] * POSITION_SCALE).cpu().numpy()
-        if out["yaw"] is not None:
-            result["yaw"] = out["yaw"][0].cpu().numpy()
-        return result
+        return located(self, out["heatmaps"], out["position"], out["yaw"])
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -57,9 +57,6 @@ class RT1Config(LanguageConditionedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.grounded:
-            raise _bad(self, "heatmap_weight" if self.heatmap_weight else "position_weight",
-                       "must be 0: RT-1 has no grounding heads yet (bcz has)")
         if self.extra_image_keys:
             raise _bad(self, "extra_image_keys", "must be empty: RT-1 reads one camera (image_key)")
         if self.horizon != 1:

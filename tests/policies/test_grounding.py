@@ -159,5 +159,45 @@ def test_grounding_needs_roles_and_other_policies_refuse_it():
         make_policy("bcz", obs, act, text_encoder="hash", feed_location=True)
     with pytest.raises(ValueError, match="heatmap_weight must be a number >= 0"):
         make_policy("bcz", obs, act, text_encoder="hash", heatmap_weight=-1.0, roles=("object",))
-    with pytest.raises(ValueError, match="RT-1 has no grounding heads"):
-        make_policy("rt1", obs, act, text_encoder="hash", heatmap_weight=1.0, roles=("object",))
+    with pytest.raises(ValueError, match="CLIP-fusion policy has no grounding heads"):
+        make_policy("clip", obs, act, heatmap_weight=1.0, roles=("object",))
+
+
+def test_grounded_rt1_trains_its_heads_through_the_transformer(place_data, tmp_path):
+    """RT-1 gains the same heads: a heatmap on its stride-8 stage, position and yaw from its tokens, and a
+    location token per frame in the Transformer's sequence."""
+    overrides = {"text_encoder": "hash", "text_dim": 16, "d_model": 32, "num_layers": 1, "num_heads": 2,
+                 "ff_dim": 64, "history": 2, "dropout": 0.0, "heatmap_weight": 1.0, "position_weight": 1.0,
+                 "yaw_weight": 1.0, "feed_location": True}
+    cfg = TrainConfig(data=[str(place_data)], policy="rt1", policy_overrides=overrides, out=str(tmp_path / "rt1"),
+                      steps=100, batch_size=8, num_workers=0, eval_every=0, save_every=100, log_every=5,
+                      warmup_steps=4, threads=1, lr=3e-3)
+    logs = []
+    import vlagym.policies.rt1.modeling_rt1 as m
+
+    original = m.RT1Policy.loss
+
+    def spy(self, batch):
+        loss, out = original(self, batch)
+        logs.append(out)
+        return loss, out
+
+    m.RT1Policy.loss = spy
+    try:
+        train(cfg, progress=False)
+    finally:
+        m.RT1Policy.loss = original
+    for key in ("uv_error_rgb", "position_error_cm"):
+        before, after = np.mean([x[key] for x in logs[:10]]), np.mean([x[key] for x in logs[-10:]])
+        assert after < 0.8 * before, (key, before, after)
+    policy = load_policy(tmp_path / "rt1" / "best")
+    assert policy.tokens_per_frame == policy.config.tokens_per_image + 1
+    data = DemoWindows(place_data, history=2, horizon=1)
+    obs = {"rgb": data[5]["rgb"][-1].permute(1, 2, 0).numpy(), "proprio": data[5]["proprio"][-1].numpy(),
+           "instruction": data[5]["instruction"]}
+    where = policy.locate(obs)
+    assert where["rgb"]["heatmap"].shape[0] == 2 and where["position"].shape == (2, 3) and where["yaw"].shape == (2, 2)
+    policy.reset()
+    a = policy.act(obs)
+    again = load_policy(tmp_path / "rt1" / "best")
+    assert (again.act(obs) == a).all()
