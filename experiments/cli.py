@@ -487,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env", default=None, help="training task (default vlagym/TabletopPickUp-v0)")
     s.add_argument("--policy", choices=["bcz", "rt1", "clip"], default=None,
                    help="policy, trained with its recipe in vlagym.experiments.pipeline.RECIPES (default bcz)")
-    s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 200; quick 20)")
-    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 150)")
-    s.add_argument("--eval-episodes", type=COUNT, default=None, help="test episodes (default 50; quick 6)")
+    s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 1000; quick 20)")
+    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 6000; quick 150)")
+    s.add_argument("--eval-episodes", type=COUNT, default=None, help="test episodes (default 100; quick 6)")
     s.add_argument("--noise", type=float, default=None,
                    help="expert action noise during collection (default 0.1; BC learns the noiseless labels)")
     s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
