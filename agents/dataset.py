@@ -4,7 +4,7 @@ A dataset is a folder::
 
     manifest.json          provenance, env args, seeds, split, counts, shards, wall time
     stats.json             per-dimension action (and proprio) statistics for normalisation
-    shard_00000.hdf5 ...   data/demo_<i>/{obs/<key>, actions, rewards, dones[, expert_actions]}
+    shard_00000.hdf5 ...   data/demo_<i>/{obs/<key>, actions, rewards, dones[, expert_actions][, labels/...]}
     staging/               episodes written but not yet merged into a shard (resume state)
     .lock                  held (``flock``) by the collection writing the folder; names its pid, host, command
 
@@ -144,6 +144,10 @@ def _write_demo(group: h5py.Group, traj: Trajectory, attrs: dict[str, Any], comp
     put(group, "dones", traj.dones)
     if traj.expert_actions is not None:  # the scripted expert's noiseless labels
         put(group, "expert_actions", traj.expert_actions)
+    if traj.labels:  # labels/<role>/pos, labels/<role>/<camera>/{uv,visible}
+        labels = group.create_group("labels")
+        for key, arr in traj.labels.items():
+            put(labels, key, arr)
     group.attrs["num_samples"] = len(traj.actions)
     group.attrs["checksums"] = json.dumps(sums, sort_keys=True)
     for k, v in attrs.items():
@@ -280,6 +284,9 @@ def _check_demo(path: Path, key: str, demo: h5py.Group) -> None:
     for k, ds in demo["obs"].items():
         if ds.shape[0] != n:
             raise DatasetError(f"{where}: obs/{k} has {ds.shape[0]} rows, actions has {n}")
+    for k, ds in label_datasets(demo).items():
+        if ds.shape[0] != n:
+            raise DatasetError(f"{where}: labels/{k} has {ds.shape[0]} rows, actions has {n}")
     for attr in ("num_samples", "instruction", "seed", "success"):
         if attr not in demo.attrs:
             raise DatasetError(f"{where}: missing attribute {attr!r}")
@@ -291,6 +298,17 @@ def _check_demo(path: Path, key: str, demo: h5py.Group) -> None:
             ds[n - 1]
         except H5_ERRORS as e:
             raise DatasetError(f"{where}: obs/{k} unreadable ({e})") from e
+
+
+def label_datasets(demo: h5py.Group) -> dict[str, h5py.Dataset]:
+    """A demo's privileged labels (``vlagym.envs.labels``) by flat key, e.g. ``object/rgb/uv``; {} when it
+    has none (datasets collected before labels existed)."""
+    if "labels" not in demo:
+        return {}
+    out: dict[str, h5py.Dataset] = {}
+    demo["labels"].visititems(lambda name, obj: out.__setitem__(name, obj) if isinstance(obj, h5py.Dataset)
+                              else None)
+    return out
 
 
 def load_demo(ref: DemoRef) -> dict[str, Any]:
@@ -305,6 +323,12 @@ def load_demo(ref: DemoRef) -> dict[str, Any]:
             if k in d:
                 with reading(ref.path, ref.key, k):
                     out[k] = d[k][()]
+        labels = label_datasets(d)
+        if labels:
+            out["labels"] = {}
+            for k, v in labels.items():
+                with reading(ref.path, ref.key, f"labels/{k}"):
+                    out["labels"][k] = v[()]
         out["attrs"] = dict(d.attrs)
         return out
 

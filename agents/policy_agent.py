@@ -104,6 +104,13 @@ class PolicyAgent:
     def act(self, obs: dict[str, Any], info: dict[str, Any] | None = None) -> np.ndarray:
         return self.policy.act(obs)
 
+    def locate(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """The policy's grounding heads on ``obs`` (``BCZPolicy.locate``): per camera heatmaps and pixels."""
+        if not getattr(self.policy.config, "grounded", False) or not hasattr(self.policy, "locate"):
+            raise ValueError(f"this {self.policy.name} policy has no grounding heads to draw (train it with "
+                             "policy.heatmap_weight > 0)")
+        return self.policy.locate(obs)
+
 
 def sb3_algorithm(path: str | os.PathLike):
     """The SB3 algorithm class (PPO or SAC) that saved the model zip at ``path``."""

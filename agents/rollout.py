@@ -49,13 +49,16 @@ class Episode:
 class Trajectory:
     """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
     (the observation the action was chosen from). ``expert_actions``: the noiseless action the
-    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert."""
+    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert.
+    ``labels``: the privileged labels beside each observation (``vlagym.envs.labels``; key -> (T, ...)),
+    when the env reports them."""
 
     obs: dict[str, np.ndarray]
     actions: np.ndarray
     rewards: np.ndarray
     dones: np.ndarray
     expert_actions: np.ndarray | None = None
+    labels: dict[str, np.ndarray] | None = None
 
 
 def expert_agent(env: gym.Env, noise: float = 0.0):
@@ -70,21 +73,25 @@ def run_episode(
     record: bool = False,
     video_key: str = "rgb",
     keep_trajectory: bool = False,
+    heatmaps: bool = False,
 ) -> Episode:
     """Reset ``env`` with ``seed``, let the agent act until the episode ends.
 
     ``record`` keeps annotated video frames; ``keep_trajectory`` keeps the raw observations,
-    executed actions, rewards and dones (for datasets).
+    executed actions, rewards and dones (for datasets); ``heatmaps`` draws the agent's predicted
+    heatmaps (``PolicyAgent.locate``) over the recorded frames.
     """
     obs, info = env.reset(seed=seed)
     agent = make_agent(env)
     if hasattr(agent, "reset"):
         agent.reset()
     instruction = obs["instruction"]
-    frames = [annotate(_frame(obs, video_key), instruction, 0)] if record else None
+    draw = (lambda o: _with_heatmaps(o, agent)) if heatmaps else (lambda o: o)  # noqa: E731
+    frames = [annotate(_frame(draw(obs), video_key), instruction, 0)] if record else None
     agent_t = env_t = 0.0
     steps, done = 0, False
-    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": []}
+    traj: dict[str, list] = {"obs": [], "actions": [], "rewards": [], "dones": [], "expert_actions": [],
+                             "labels": []}
     while not done:
         t0 = time.perf_counter()
         action = agent.act(obs, info)
@@ -92,6 +99,8 @@ def run_episode(
         if keep_trajectory:
             traj["obs"].append({k: v for k, v in obs.items() if k != "instruction"})
             traj["actions"].append(np.asarray(action, dtype=np.float32))
+            if "labels" in info:
+                traj["labels"].append(info["labels"])
             if getattr(agent, "last_plan", None) is not None:
                 traj["expert_actions"].append(np.asarray(agent.last_plan, dtype=np.float32))
         obs, reward, terminated, truncated, info = env.step(action)
@@ -104,7 +113,7 @@ def run_episode(
         done = terminated or truncated
         if record:
             outcome = None if not done else ("success" if info["success"] else "failure")
-            frames.append(annotate(_frame(obs, video_key), instruction, steps, outcome))
+            frames.append(annotate(_frame(draw(obs), video_key), instruction, steps, outcome))
     facts = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool)) and k != "instruction"}
     return Episode(
         env_id=env.spec.id if env.spec else type(env.unwrapped).__name__,
@@ -130,7 +139,21 @@ def _stack(traj: dict[str, list]) -> Trajectory:
         dones=np.asarray(traj["dones"], dtype=bool),
         expert_actions=(np.stack(traj["expert_actions"]).astype(np.float32)
                         if len(traj["expert_actions"]) == len(traj["actions"]) else None),
+        labels=({k: np.stack([lab[k] for lab in traj["labels"]]) for k in traj["labels"][0]}
+                if traj["labels"] and len(traj["labels"]) == len(traj["actions"]) else None),
     )
+
+
+def _with_heatmaps(obs: dict[str, Any], agent) -> dict[str, Any]:
+    """``obs`` with each camera image overlaid by the agent's predicted heatmaps (for videos only)."""
+    from vlagym.agents.video import overlay_heatmaps
+
+    where = agent.locate(obs)
+    out = dict(obs)
+    for key, pred in where.items():
+        if isinstance(pred, dict) and key in obs:
+            out[key] = overlay_heatmaps(obs[key], pred["heatmap"], pred["uv"])
+    return out
 
 
 def video_kwargs(env_id: str) -> dict[str, Any]:

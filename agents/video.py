@@ -39,6 +39,39 @@ def annotate(frame: np.ndarray, instruction: str, step: int, outcome: str | None
     return np.asarray(img)
 
 
+ROLE_COLOURS = ((255, 60, 40), (40, 140, 255), (60, 220, 80))  # first, second, third role
+
+
+def overlay_heatmaps(frame: np.ndarray, heatmaps: np.ndarray, points: np.ndarray | None = None,
+                     alpha: float = 0.6) -> np.ndarray:
+    """Blend a policy's predicted heatmaps over one camera frame, a colour per role, with a cross at each
+    predicted pixel position.
+
+    Args:
+        frame: uint8 (H, W, 3).
+        heatmaps: (R, h, w) probabilities (each map sums to 1) on the feature grid.
+        points: (R, 2) predicted positions, (column, row) in [0, 1], or None.
+    """
+    h, w = frame.shape[:2]
+    out = frame.astype(np.float32)
+    for r, heat in enumerate(heatmaps):
+        m = heat / max(float(heat.max()), 1e-12)
+        m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
+        colour = np.array(ROLE_COLOURS[r % len(ROLE_COLOURS)], dtype=np.float32)
+        a = alpha * m[..., None]
+        out = out * (1 - a) + colour * a
+    img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    if points is not None:
+        draw = ImageDraw.Draw(img)
+        arm = max(2, w // 16)
+        for r, (u, v) in enumerate(points):
+            x, y = float(u) * w, float(v) * h
+            colour = ROLE_COLOURS[r % len(ROLE_COLOURS)]
+            draw.line([x - arm, y, x + arm, y], fill=(255, 255, 255), width=1)
+            draw.line([x, y - arm, x, y + arm], fill=colour, width=1)
+    return np.asarray(img)
+
+
 def write_video(path: str | os.PathLike, frames: list[np.ndarray], fps: int = 10) -> Path:
     """Write frames to MP4 (or GIF, by suffix) atomically: a killed run leaves no half file."""
     path = Path(path)

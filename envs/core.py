@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from vlagym.envs.labels import RoleTarget, View, compute_labels
 from vlagym.envs.perturb import Perturber, parse_perturb
 from vlagym.envs.sim import Camera, Lighting, Simulation
 
@@ -69,6 +70,10 @@ class Robot(abc.ABC):
     def cameras(self) -> dict[str, Camera]:
         """Cameras that ride on the robot, updated to the current pose (none by default)."""
         return {}
+
+    def label_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frame privileged labels give positions in: origin (3,) and rotation (3, 3), axes as columns."""
+        return np.zeros(3), np.eye(3)
 
 
 class Expert(abc.ABC):
@@ -150,6 +155,13 @@ class Task(abc.ABC):
 
     state_dim: int = 0
 
+    # Roles the instruction names, in a fixed order (``vlagym.envs.labels``); the same every episode.
+    label_roles: tuple[str, ...] = ()
+
+    def role_targets(self) -> dict[str, RoleTarget]:
+        """Where each of ``label_roles`` is now (a world point and the body that shows it)."""
+        return {}
+
     @abc.abstractmethod
     def expert(self, noise: float = 0.0, seed: int | None = None) -> Expert: ...
 
@@ -170,6 +182,7 @@ class RobotTaskEnv(gym.Env):
         render_mode: str | None = None,
         control_hz: int = 10,
         perturb: float | dict | str | None = None,
+        privileged_labels: bool = True,
     ) -> None:
         if obs_mode not in ("rgb", "state"):
             raise ValueError(f"obs_mode must be 'rgb' or 'state', got {obs_mode!r}")
@@ -201,6 +214,9 @@ class RobotTaskEnv(gym.Env):
         # exactly as before.
         self.perturb = parse_perturb(perturb)
         self.perturber: Perturber | None = None
+        # Where the instruction's roles are (``info["labels"]``); the masks come from the image renders.
+        self.privileged_labels = bool(privileged_labels)
+        self._views: dict[str, View] = {}
 
     def all_cameras(self) -> dict[str, Camera]:
         return {**self.cameras, **self.robot.cameras()}
@@ -313,17 +329,32 @@ class RobotTaskEnv(gym.Env):
 
     def _render(self, key: str, cam: Camera) -> np.ndarray:
         p = self.perturber
-        if p is None:
-            return self.sim.render(cam, self.lighting)
-        if key == "rgb":
-            p.place_occluder(self, cam)
-        return p.postprocess(self.sim.render(p.camera(cam), p.lighting))
+        lighting = self.lighting
+        if p is not None:
+            if key == "rgb":
+                p.place_occluder(self, cam)
+            cam, lighting = p.camera(cam), p.lighting
+        if not self.privileged_labels:
+            rgb = self.sim.render(cam, lighting)
+        else:
+            rgb, seg = self.sim.render(cam, lighting, segmentation=True)
+            self._views[key] = View(tuple(cam._view), tuple(cam._proj), seg)
+        return rgb if p is None else p.postprocess(rgb)
+
+    def labels(self) -> dict[str, np.ndarray]:
+        """The privileged labels of the latest frame (``vlagym.envs.labels``)."""
+        roles = self.task.role_targets()
+        views = dict(self._views) if self.obs_mode == "rgb" else {}
+        return compute_labels(roles, self.sim.bodies, self.robot.label_frame(), views)
 
     def _info(self, success: bool | None = None) -> dict[str, Any]:
         if success is None:
             success = self.task.is_success()
-        return {"success": bool(success), "task": self.task.name, "instruction": self.task.instruction,
+        info = {"success": bool(success), "task": self.task.name, "instruction": self.task.instruction,
                 **self.task.info()}
+        if self.privileged_labels and self.task.label_roles:
+            info["labels"] = self.labels()
+        return info
 
 
 class EndOfEpisode(gym.Wrapper, gym.utils.RecordConstructorArgs):

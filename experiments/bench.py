@@ -20,7 +20,8 @@ def _pin_one_core() -> None:
 
 def bench_env(env_ids: list[str] | None = None, sizes=(64, 96, 128), steps: int = 200) -> list[dict]:
     """Env steps/s with rendering at each size, pinned to one core, beside raw PyBullet rendering of
-    the same scene without the robot (the reference row: the ceiling TinyRenderer allows).
+    the same scene without the robot (the reference row: the ceiling TinyRenderer allows), and beside
+    the same env without privileged labels (``privileged_labels=False``: what the labels cost).
 
     The scripted expert drives (random actions would mostly call ``stop`` in discrete navigation);
     only ``env.step`` is timed, and resets are reported on their own.
@@ -29,30 +30,37 @@ def bench_env(env_ids: list[str] | None = None, sizes=(64, 96, 128), steps: int 
     rows = []
     for env_id in env_ids or ENV_IDS:
         for size in sizes:
-            env = gym.make(env_id, image_size=size)
-            seed = 0
-            obs, info = env.reset(seed=seed)
-            expert = env.unwrapped.task.expert()
-            step_t = reset_t = 0.0
-            resets = 0
-            for _ in range(steps):
-                action = expert.act(obs, info)
-                t = time.perf_counter()
-                obs, _, term, trunc, info = env.step(action)
-                step_t += time.perf_counter() - t
-                if term or trunc:
-                    seed += 1
-                    t = time.perf_counter()
-                    obs, info = env.reset(seed=seed)
-                    reset_t += time.perf_counter() - t
-                    resets += 1
-                    expert = env.unwrapped.task.expert()
-            env_sps = steps / step_t
+            plain_sps, _, _ = _time_steps(env_id, steps, image_size=size, privileged_labels=False)
+            env_sps, reset_ms, env = _time_steps(env_id, steps, image_size=size)
             ref_fps = _reference_fps(env.unwrapped, steps)
             rows.append({"env": env_id, "size": size, "steps_per_s": env_sps, "reference_fps": ref_fps,
-                         "ratio": env_sps / ref_fps, "reset_ms": 1000 * reset_t / max(resets, 1)})
+                         "ratio": env_sps / ref_fps, "reset_ms": reset_ms,
+                         "steps_per_s_no_labels": plain_sps, "labels_cost": plain_sps / env_sps - 1.0})
             env.close()
     return rows
+
+
+def _time_steps(env_id: str, steps: int, **kwargs) -> tuple[float, float, gym.Env]:
+    """Steps/s of ``env.step`` under the expert, mean reset ms, and the env (still open)."""
+    env = gym.make(env_id, **kwargs)
+    seed = 0
+    obs, info = env.reset(seed=seed)
+    expert = env.unwrapped.task.expert()
+    step_t = reset_t = 0.0
+    resets = 0
+    for _ in range(steps):
+        action = expert.act(obs, info)
+        t = time.perf_counter()
+        obs, _, term, trunc, info = env.step(action)
+        step_t += time.perf_counter() - t
+        if term or trunc:
+            seed += 1
+            t = time.perf_counter()
+            obs, info = env.reset(seed=seed)
+            reset_t += time.perf_counter() - t
+            resets += 1
+            expert = env.unwrapped.task.expert()
+    return steps / step_t, 1000 * reset_t / max(resets, 1), env
 
 
 def _reference_fps(env, frames: int) -> float:
@@ -72,11 +80,13 @@ def _reference_fps(env, frames: int) -> float:
 
 
 def format_env_rows(rows: list[dict]) -> str:
-    lines = ["| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms "
+             "| steps/s without labels | labels cost |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['env']} | {r['size']} | {r['steps_per_s']:.0f} | {r['reference_fps']:.0f} | "
-                     f"{r['ratio']:.2f} | {r['reset_ms']:.0f} |")
+                     f"{r['ratio']:.2f} | {r['reset_ms']:.0f} | {r['steps_per_s_no_labels']:.0f} | "
+                     f"{100 * r['labels_cost']:+.0f}% |")
     return "\n".join(lines)
 
 
@@ -196,3 +206,71 @@ def format_policy_rows(rows: list[dict]) -> str:
                      f"{r['predict_ms_batch']:.0f} ({r['predict_cpu_ms_batch']:.0f}) | "
                      f"{r['train_step_ms_batch']:.0f} ({r['train_step_cpu_ms_batch']:.0f}) |")
     return "\n".join(lines)
+
+
+def bench_train(config: str | None, overrides: list[str] = (), steps: int = 150, bare_threads: int | None = None
+                ) -> dict:
+    """Samples/s of the real training loop beside its limit, measured in one run.
+
+    The real loop is ``vlagym train`` itself (its loader, workers, augmentation and threads as the config
+    sets them) for ``steps`` steps, with validation off; its rate leaves out the first steps and the
+    checkpoint writes. The limit is a bare loop of the same model: forward, backward and optimizer step
+    over one batch already in memory, on ``bare_threads`` threads (default: every core). The ratio says
+    how much of the machine the loop's data path leaves unused.
+    """
+    import os
+    import tempfile
+
+    import torch
+
+    from vlagym.policies import load_policy
+    from vlagym.policies.data import DemoWindows
+    from vlagym.policies.train import collate, load_config, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, [*overrides, f"steps={steps}", "eval_every=0", f"save_every={steps}",
+                                   f"out={tmp}/run"])
+        t0, c0 = time.perf_counter(), time.process_time()
+        summary = train(cfg, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        policy = load_policy(f"{tmp}/run/checkpoint/policy").train()
+    history, horizon = policy.window()
+    data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment, max_demos=cfg.max_demos,
+                       image_keys=policy.image_keys(), action_key=cfg.labels, label_keys=policy.label_keys())
+    rng = np.random.default_rng(0)
+    batch = collate([data[int(i)] for i in rng.integers(0, len(data), cfg.batch_size)])
+    threads = bare_threads or os.cpu_count() or 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        params = [p for p in policy.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+
+        def step() -> None:
+            loss, _ = policy.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        n = max(10, steps // 5)
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        bare = n * cfg.batch_size / (time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(previous)
+    real = summary["samples_per_s"]
+    return {"policy": cfg.policy, "batch_size": cfg.batch_size, "steps": steps, "threads": cfg.threads,
+            "num_workers": cfg.num_workers, "preload": cfg.preload, "real_samples_per_s": real,
+            "bare_samples_per_s": bare, "bare_threads": threads, "ratio": real / bare,
+            "train_wall_s": wall, "train_process_cpu_s": cpu}
+
+
+def format_train_row(r: dict) -> str:
+    return (f"{r['policy']} batch {r['batch_size']}: real loop {r['real_samples_per_s']:.0f} samples/s "
+            f"(threads={r['threads']}, num_workers={r['num_workers']}, preload={r['preload']}); bare "
+            f"forward/backward on {r['bare_threads']} threads {r['bare_samples_per_s']:.0f} samples/s; ratio "
+            f"{r['ratio']:.2f}. {r['steps']} steps took {r['train_wall_s']:.0f} s wall, "
+            f"{r['train_process_cpu_s']:.0f} s CPU in this process")

@@ -112,7 +112,9 @@ def cmd_record(args) -> int:
     else:
         make_agent = lambda e: e.unwrapped.task.expert(noise=args.noise)  # noqa: E731
     env = gym.make(env_id, **kwargs)
-    ep = run_episode(env, args.seed, make_agent, record=True)
+    if args.heatmaps and not args.policy:
+        raise ValueError("--heatmaps draws a trained policy's grounding heads; pass --policy")
+    ep = run_episode(env, args.seed, make_agent, record=True, heatmaps=args.heatmaps)
     path = write_video(args.out, ep.frames)
     who = args.policy or "expert"
     print(f"{who} on {ep.instruction!r}: {'success' if ep.success else 'failure'} in {ep.steps} steps -> {path}")
@@ -125,6 +127,11 @@ def cmd_bench(args) -> int:
     if args.what == "env":
         rows = bench_env(_env_ids(args.env), sizes=args.sizes, steps=args.steps)
         print(format_env_rows(rows))
+    elif args.what == "train":
+        from vlagym.experiments.bench import bench_train, format_train_row
+
+        rows = bench_train(args.config, args.overrides, steps=args.steps)
+        print(format_train_row(rows))
     elif args.what == "policy":
         from vlagym.experiments.bench import bench_policy, format_policy_rows
 
@@ -480,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env", default=None, help="training task (default vlagym/TabletopPickUp-v0)")
     s.add_argument("--policy", choices=["bcz", "rt1", "clip"], default=None,
                    help="policy, trained with its recipe in vlagym.experiments.pipeline.RECIPES (default bcz)")
-    s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 200; quick 20)")
-    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 150)")
-    s.add_argument("--eval-episodes", type=COUNT, default=None, help="test episodes (default 50; quick 6)")
+    s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 1000; quick 20)")
+    s.add_argument("--train-steps", type=int, default=None, help="training steps (default 6000; quick 150)")
+    s.add_argument("--eval-episodes", type=COUNT, default=None, help="test episodes (default 100; quick 6)")
     s.add_argument("--noise", type=float, default=None,
                    help="expert action noise during collection (default 0.1; BC learns the noiseless labels)")
     s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
@@ -512,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--noise", type=float, default=0.0, help="expert action noise")
     s.add_argument("--image-size", type=int, default=128, help="camera resolution (a policy's own wins)")
     s.add_argument("--out", default="rollout.mp4", help="output file (.mp4 or .gif)")
+    s.add_argument("--heatmaps", action="store_true",
+                   help="draw the policy's predicted heatmaps and pixel positions over each camera (policies "
+                        "trained with policy.heatmap_weight > 0)")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")
@@ -521,9 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
                                    "size, beside raw PyBullet rendering of the same scene without the robot. "
                                    "'data': loader samples/s over a dataset with worker processes.")
-    s.add_argument("what", choices=["env", "data", "policy"],
+    s.add_argument("what", choices=["env", "data", "policy", "train"],
                    help="what to benchmark ('policy': each policy's default config on one core at the "
-                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward)")
+                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward; "
+                        "'train': samples/s of `vlagym train` with --config and overrides for --steps steps, "
+                        "beside a bare forward/backward loop of the same model on every core)")
+    s.add_argument("--config", default=None, help="training YAML config (train)")
+    s.add_argument("overrides", nargs="*", help="key=value training overrides (train)")
     s.add_argument("--data", default=None, help="dataset folder (data)")
     s.add_argument("--workers", type=_at_least(0), default=2,
                    help="DataLoader workers (data; 0 loads in this process)")
@@ -531,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
     s.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
     s.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="image sizes")
-    s.add_argument("--steps", type=int, default=200, help="steps per measurement")
+    s.add_argument("--steps", type=int, default=200, help="steps per measurement (env, train)")
     s.add_argument("--json", default=None, help="also write the rows to this JSON file")
     s.set_defaults(func=cmd_bench)
 

@@ -27,8 +27,11 @@ TEST_SEED_START = 2_000_000  # train seeds start at 0, validation at 1e6, test a
 # How each policy trains in the main job: the settings that reached the best success within a CPU
 # budget in README's "Results" (64 px, front and wrist cameras where the policy reads both).
 RECIPES: dict[str, dict] = {
+    # Grounded (step 11): heatmap, position and yaw heads on the privileged labels, fed to the action head,
+    # and learned words beside MiniLM (experiments/configs/bcz_grounded_pickup.yaml).
     "bcz": {"backbone_width": 16, "pool": "spatial_softmax", "output_stride": 16,
-            "extra_image_keys": ["rgb_wrist"]},
+            "extra_image_keys": ["rgb_wrist"], "heatmap_weight": 1.0, "position_weight": 1.0, "yaw_weight": 1.0,
+            "feed_location": True, "text_encoder": "sentence+words"},
     "rt1": {"image_key": "rgb_wrist", "history": 2, "pretrained_backbone": "imagenet-lite0", "d_model": 128,
             "num_layers": 4, "num_heads": 4, "ff_dim": 256, "map_pos_embedding": True},
     "clip": {},
@@ -47,7 +50,7 @@ class PipelineConfig:
     """Policy to train: bcz, rt1 or clip."""
     policy_overrides: dict | None = None
     """Fields of the policy config to override (None: the policy's entry in ``RECIPES``)."""
-    demos: int = 200
+    demos: int = 1000
     """Expert demonstrations to collect (train split)."""
     noise: float = 0.1
     """Std of the Gaussian noise on the expert's actions during collection (states off its path)."""
@@ -57,7 +60,7 @@ class PipelineConfig:
     """Camera resolution for data, training and evaluation."""
     wrist_camera: bool = True
     """Also render the wrist camera (tabletop tasks), for policies that read it."""
-    train_steps: int = 3000
+    train_steps: int = 6000
     """Behavior-cloning optimizer steps."""
     lr: float = 1e-3
     """Peak learning rate."""
@@ -65,7 +68,7 @@ class PipelineConfig:
     """Samples per training step."""
     val_episodes: int = 20
     """Validation episodes per evaluation during training (best checkpoint selection)."""
-    eval_episodes: int = 50
+    eval_episodes: int = 100
     """Test episodes for the policy and the expert."""
     videos: int = 4
     """Test episodes per agent recorded as MP4 (plus a grid video)."""

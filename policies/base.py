@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from vlagym.policies.language import DEFAULT_SENTENCE_MODEL, TEXT_ENCODERS, make_text_encoder
+from vlagym.policies.language import DEFAULT_SENTENCE_MODEL, TEXT_ENCODERS, WORD_POOLING, make_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,20 @@ class PolicyConfig:
     stats: dict[str, dict[str, list[float]]] | None = None
     """``{"actions": {mean, std, min, max}, "proprio": {mean, std}}`` per dimension (a dataset's
     stats.json). Missing parts are derived from the bounds: mean = centre, std = half-range."""
+    heatmap_weight: float = 0.0
+    """Weight of the grounding heatmap loss (``vlagym.policies.grounding``): a heatmap per role on each
+    camera's language-conditioned feature map, trained on the dataset's privileged pixel labels; 0 builds
+    no heatmap head."""
+    position_weight: float = 0.0
+    """Weight of the regression of each role's 3-D position in the robot frame; 0 builds no position head."""
+    yaw_weight: float = 0.0
+    """Weight of the regression of each role's yaw relative to the hand, folded by its symmetry
+    (``labels/<role>/yaw``); 0 builds no yaw head."""
+    roles: tuple[str, ...] = ()
+    """Roles the grounding heads locate (``object``, ``destination``, ``goal``: ``Task.label_roles``);
+    ``vlagym train`` fills them from the data when a grounding weight is set."""
+    feed_location: bool = False
+    """Hand the predicted pixel positions, visibilities and 3-D positions to the action head."""
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, int):
@@ -130,6 +144,23 @@ class PolicyConfig:
             raise _bad(self, "gripper_dims", f"must be distinct indices into {a} action dimensions")
         self.gripper_dims = tuple(sorted(dims))
         self.stats = self._complete_stats(self.stats)
+        self.roles = tuple(self.roles)
+        for name in ("heatmap_weight", "position_weight", "yaw_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise _bad(self, name, "must be a number >= 0")
+        if self.grounded and not self.roles:
+            raise _bad(self, "roles", "must name the roles to locate (e.g. ('object',)) when a grounding weight "
+                                      "is set")
+        if self.feed_location and not self.grounded:
+            raise _bad(self, "feed_location", "needs heatmap_weight, position_weight or yaw_weight > 0")
+        if len(set(self.roles)) != len(self.roles):
+            raise _bad(self, "roles", "must not repeat a role")
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the policy has grounding heads."""
+        return self.heatmap_weight > 0 or self.position_weight > 0 or self.yaw_weight > 0
 
     def _complete_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]]:
         stats = dict(stats or {})
@@ -188,7 +219,12 @@ class LanguageConditionedConfig(PolicyConfig):
     text_pretrained: str | None = None
     """open_clip pretrained tag or file (clip only)."""
     text_dim: int = 64
-    """Embedding size of the hash encoder (the pretrained encoders have their own)."""
+    """Embedding size of the hash and word encoders (the pretrained encoders have their own)."""
+    vocab: tuple[str, ...] = ()
+    """The word encoder's vocabulary (``"words"``, ``"sentence+words"``); ``vlagym train`` builds it from
+    the training instructions. Words outside it share one learned "unknown" embedding."""
+    word_pooling: str = "gru"
+    """How the word encoder pools its word embeddings: ``"gru"`` (last state) or ``"mean"``."""
     freeze_text: bool = True
     """Keep a pretrained text encoder fixed; its embeddings are then cached per instruction."""
 
@@ -198,6 +234,12 @@ class LanguageConditionedConfig(PolicyConfig):
             raise _bad(self, "text_encoder", f"must be one of {TEXT_ENCODERS}")
         if self.text_dim < 1:
             raise _bad(self, "text_dim", "must be >= 1")
+        self.vocab = tuple(self.vocab)
+        if "words" in self.text_encoder and not self.vocab:
+            raise _bad(self, "vocab", f"must list the words of the training instructions for text_encoder="
+                                      f"{self.text_encoder!r} (vlagym train fills it)")
+        if self.word_pooling not in WORD_POOLING:
+            raise _bad(self, "word_pooling", f"must be one of {WORD_POOLING}")
 
 
 @dataclass
@@ -387,6 +429,14 @@ class Policy(nn.Module, abc.ABC):
         """Image observations the policy reads (``DemoWindows(image_keys=...)``)."""
         return (self.config.image_key, *self.config.extra_image_keys)
 
+    def label_keys(self) -> tuple[str, ...]:
+        """Privileged labels the grounding heads train on (``DemoWindows(label_keys=...)``)."""
+        from vlagym.policies.grounding import role_label_keys
+
+        cfg = self.config
+        return role_label_keys(cfg.roles, self.image_keys(), cfg.heatmap_weight > 0, cfg.position_weight > 0,
+                               cfg.yaw_weight > 0)
+
     def config_dict(self) -> dict[str, Any]:
         """The config as JSON-able data, with its ``type``."""
         return self.config.to_dict()
@@ -397,7 +447,8 @@ class Policy(nn.Module, abc.ABC):
 
 def text_encoder_from_config(cfg: LanguageConditionedConfig):
     return make_text_encoder(
-        cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.text_dim, cfg.freeze_text
+        cfg.text_encoder, cfg.text_model, cfg.text_pretrained, cfg.text_dim, cfg.freeze_text, cfg.vocab,
+        cfg.word_pooling,
     )
 
 

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlagym.agents.dataset import DatasetError, DemoRef, file_env_args, index_demos, read_json, reading
+from vlagym.agents.dataset import (
+    DatasetError,
+    DemoRef,
+    file_env_args,
+    index_demos,
+    label_datasets,
+    read_json,
+    reading,
+)
 
 ACTION_KEYS = ("actions", "expert_actions")
 # Executed actions are clipped to the space by the expert, so stored ones lie inside it; 10% of the
@@ -50,11 +58,17 @@ class DemoWindows(Dataset):
         action_key: the labels: ``"actions"`` (what was executed, noise included) or
             ``"expert_actions"`` (the scripted expert's noiseless plan at the same states, DART's
             labels; datasets collected since it was recorded).
+        preload: decode every frame into memory at construction (uint8, ``decoded_bytes`` of them), so
+            no sample pays for decompression: the loader's cores compute instead of inflating gzip chunks.
+        label_keys: privileged labels to load (``vlagym.envs.labels``: ``object/rgb/uv``,
+            ``object/rgb/visible``, ``object/pos``, ...), each at the current step. A pixel position
+            ``<role>/<camera>/uv`` moves with its camera's random shift.
 
     Each item is a dict:
         ``<image_key>``: uint8 (history, 3, H, W); ``obs_mask``: bool (history,);
         ``proprio``: float32 (history, P); ``actions``: float32 (horizon, A);
-        ``action_mask``: bool (horizon,); ``instruction``: str; ``index``: (demo, t).
+        ``action_mask``: bool (horizon,); ``instruction``: str; ``index``: (demo, t);
+        ``labels/<key>`` for each of ``label_keys``: its value at step t (float32, or bool for visibility).
     """
 
     def __init__(
@@ -68,6 +82,8 @@ class DemoWindows(Dataset):
         jitter: float = 0.1,
         max_demos: int | None = None,
         action_key: str = "actions",
+        label_keys: tuple[str, ...] = (),
+        preload: bool = False,
     ) -> None:
         if action_key not in ACTION_KEYS:
             raise ValueError(f"action_key must be one of {ACTION_KEYS}, got {action_key!r}")
@@ -85,11 +101,37 @@ class DemoWindows(Dataset):
         self.history, self.horizon = history, horizon
         self.action_key = action_key
         self.image_keys = tuple(image_keys)
+        self.label_keys = tuple(label_keys)
         self.augment, self.shift, self.jitter = augment, shift, jitter
         self._index = [(d, t) for d, ref in enumerate(self.demos) for t in range(ref.length)]
         self._files: dict[Path, h5py.File] = {}
         self._check_keys()
         self._data_stats = self._scan()
+        self._preloaded: list[dict[str, Any]] | None = self._preload() if preload else None
+
+    def decoded_bytes(self, image_keys: tuple[str, ...] | None = None) -> int:
+        """Memory the decoded frames of ``image_keys`` (default: this dataset's) take: what ``preload`` holds."""
+        ref = self.demos[0]
+        keys = self.image_keys if image_keys is None else image_keys
+        with reading(ref.path, ref.key, "obs"), h5py.File(ref.path, "r") as f:
+            per_frame = sum(int(np.prod(f["data"][ref.key]["obs"][k].shape[1:])) for k in keys)
+        return per_frame * sum(r.length for r in self.demos)
+
+    def _preload(self) -> list[dict[str, Any]]:
+        """Every demo's frames, proprio, labels and label keys as numpy arrays, in the layout of its group."""
+        from tqdm import tqdm
+
+        out = []
+        for ref in tqdm(self.demos, desc="decode frames into memory", unit="demo", dynamic_ncols=True,
+                        leave=False):
+            with reading(ref.path, ref.key), h5py.File(ref.path, "r") as f:
+                d = f["data"][ref.key]
+                arrays: dict[str, Any] = {"obs": {k: d["obs"][k][()] for k in (*self.image_keys, "proprio")},
+                                          self.action_key: d[self.action_key][()]}
+                if self.label_keys:
+                    arrays["labels"] = {k: d["labels"][k][()] for k in self.label_keys}
+            out.append(arrays)
+        return out
 
     def _check_keys(self) -> None:
         ref = self.demos[0]
@@ -105,6 +147,20 @@ class DemoWindows(Dataset):
                 if lacking:
                     raise KeyError(f"{path} [{lacking[0]}] has no {self.action_key!r} (collected before the "
                                    f"expert's noiseless actions were stored); recollect it or train on 'actions'")
+        if self.label_keys:
+            for path in dict.fromkeys(ref.path for ref in self.demos):
+                with h5py.File(path, "r") as f:
+                    for r in self.demos:
+                        if r.path != path:
+                            continue
+                        have = f["data"][r.key].get("labels")
+                        missing = [k for k in self.label_keys if have is None or k not in have]
+                        if missing:
+                            raise KeyError(
+                                f"{path} [{r.key}] has no privileged label labels/{missing[0]} (collected before "
+                                f"labels were recorded, or a task without that role: it has "
+                                f"{sorted(label_datasets(f['data'][r.key]))}); recollect it, or train without "
+                                f"grounding heads (policy.heatmap_weight, position_weight and yaw_weight 0)")
 
     def _scan(self) -> dict[str, dict[str, list[float]]]:
         """Read every demo's labels and proprio once: refuse non-finite values and labels outside the
@@ -151,7 +207,7 @@ class DemoWindows(Dataset):
             return self._item(d, t, ref, aug_seed)
 
     def _item(self, d: int, t: int, ref: DemoRef, aug_seed: int | None) -> dict[str, Any]:
-        demo = self._file(ref.path)["data"][ref.key]
+        demo = self._preloaded[d] if self._preloaded is not None else self._file(ref.path)["data"][ref.key]
         n = ref.length
         lo = max(0, t - self.history + 1)
         obs_idx = np.arange(t - self.history + 1, t + 1)
@@ -170,11 +226,22 @@ class DemoWindows(Dataset):
             "index": torch.tensor([d, t]),
         }
         gen = np.random.default_rng(aug_seed) if self.augment else None
+        offsets = {}
         for key in self.image_keys:
             with reading(ref.path, ref.key, f"obs/{key} frames {lo}..{t}"):
                 frames = demo["obs"][key][lo:t + 1][take_obs]  # (history, H, W, 3) uint8
             images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-            item[key] = augment_images(images, gen, self.shift, self.jitter) if gen is not None else images
+            if gen is not None:
+                images, offsets[key] = augment_images(images, gen, self.shift, self.jitter, return_shift=True)
+            item[key] = images
+        for name in self.label_keys:
+            value = np.asarray(demo["labels"][name][t])
+            *_, cam, field = name.split("/")
+            if field == "uv" and cam in offsets:  # the label moves with the image
+                (ox, oy), (h, w) = offsets[cam], item[cam].shape[-2:]
+                value = value + np.array([ox / w, oy / h], dtype=np.float32)
+            item[f"labels/{name}"] = torch.from_numpy(np.asarray(value, dtype=bool if field == "visible" else
+                                                                 np.float32))
         return item
 
     def action_stats(self) -> dict[str, list[float]]:
@@ -269,20 +336,24 @@ def _action_bounds(env_args_json: str) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, jitter: float) -> torch.Tensor:
+def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, jitter: float,
+                   return_shift: bool = False):
     """The same random shift and colour jitter for every frame of a window.
 
     Args:
         images: uint8 (T, 3, H, W).
+        return_shift: also return how far the content moved, ``(dx, dy)`` pixels (right, down).
     Returns:
-        uint8 (T, 3, H, W).
+        uint8 (T, 3, H, W) (and the shift).
     """
     x = images.float()
+    moved = (0, 0)
     if shift > 0:
         _, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (shift, shift, shift, shift), mode="replicate")
         dy, dx = rng.integers(0, 2 * shift + 1, size=2)
         x = padded[:, :, dy:dy + h, dx:dx + w]
+        moved = (int(shift - dx), int(shift - dy))  # source pixel (r, c) lands at (r + s - dy, c + s - dx)
     if jitter > 0:
         b, c, s = rng.uniform(1 - jitter, 1 + jitter, size=3)
         x = x * b
@@ -290,4 +361,14 @@ def augment_images(images: torch.Tensor, rng: np.random.Generator, shift: int, j
         x = (x - mean) * c + mean
         grey = x.mean(dim=1, keepdim=True)
         x = (x - grey) * s + grey
-    return x.clamp(0, 255).round().to(torch.uint8)
+    out = x.clamp(0, 255).round().to(torch.uint8)
+    return (out, moved) if return_shift else out
+
+
+def dataset_roles(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[str, ...]:
+    """The roles a dataset's privileged labels name (``object``, ``destination``, ``goal``), in the
+    task's order as its first demo stores them; () for a dataset without labels."""
+    ref = index_demos(paths, validate=False)[0]
+    with h5py.File(ref.path, "r") as f:
+        keys = label_datasets(f["data"][ref.key])
+    return tuple(dict.fromkeys(k.split("/")[0] for k in keys))

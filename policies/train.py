@@ -41,7 +41,9 @@ from vlagym.policies.data import ACTION_KEYS, DemoWindows
 
 log = logging.getLogger(__name__)
 VAL_SEED_START = 1_000_000
-RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device")
+RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device", "preload")
+THROUGHPUT_SKIP = 5  # first steps of a run left out of its samples/s (worker start-up)
+PRELOAD_LIMIT = 4 * 2**30  # bytes of decoded frames that ``preload=None`` keeps in memory
 """Config fields a resume may change: they set speed, logging or checkpoint frequency, not the weights
 (``device``: a resume on another device continues, but CPU and CUDA round differently)."""
 
@@ -79,6 +81,9 @@ class TrainConfig:
     expert's noiseless plan at each visited state, DART-style; datasets collected with noise record it)."""
     num_workers: int = 2
     """DataLoader worker processes."""
+    preload: bool | None = None
+    """Decode every training frame into memory before the first step (None: when they take at most 4 GiB),
+    so the loader augments instead of inflating gzip chunks; the samples are the same either way."""
     seed: int = 0
     """Seeds weights, data order and augmentation."""
     device: str = "auto"
@@ -329,14 +334,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         policy = load_policy(run / "checkpoint" / "policy")
         start, best = state["step"], state["best"]
     else:
-        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **cfg.policy_overrides)
+        policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_data_overrides(cfg, probe.demos))
         state = None
     policy.to(device).train()
     atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
                                                           "resolved_policy": policy.config_dict()}, sort_keys=False))
     history, horizon = policy.window()
+    preload = cfg.preload if cfg.preload is not None else probe.decoded_bytes(policy.image_keys()) <= PRELOAD_LIMIT
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
-                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels)
+                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels,
+                       label_keys=policy.label_keys(), preload=preload)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
@@ -362,7 +369,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
                disable=not progress)
     t_last, seen, loss_value = time.perf_counter(), 0, None
     step = start
+    # Throughput of the loop itself (loading, augmentation, forward, backward), after the first steps
+    # (worker start-up) and without the time spent in validation and checkpoints.
+    timed_from, t_timed, paused = start + THROUGHPUT_SKIP, None, 0.0
     for batch in loader:
+        if step == timed_from:
+            t_timed, paused = time.perf_counter(), 0.0
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -387,8 +399,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             writer.add_scalar("train/samples_per_s", sps, step)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", float(v), step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.0f}")
+            shown = {k: f"{v:.3g}" for k, v in logs.items() if k == "bc_loss" or "error" in k}
+            bar.set_postfix(loss=f"{loss_value:.4f}", **shown, samples_s=f"{sps:.0f}")
         bar.update(1)
+        t_pause = time.perf_counter()
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             with _IsolatedRNG():
                 rate = evaluate_during_training(policy, eval_env, env_args["env_kwargs"], cfg.eval_episodes,
@@ -407,15 +421,42 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
                 _atomic_dir(tmp, run / "best")
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint(run, policy, optimizer, step, best, env_args)
+        paused += time.perf_counter() - t_pause
     bar.close()
     writer.close()
     if not (run / "best").exists():  # no evaluation ran: the last weights are the answer
         shutil.copytree(run / "checkpoint" / "policy", run / "best")
-    return _summary(run, best, loss_value)
+    throughput = None
+    if t_timed is not None and step > timed_from:
+        throughput = (step - timed_from) * cfg.batch_size / max(time.perf_counter() - t_timed - paused, 1e-9)
+    return _summary(run, best, loss_value, throughput)
 
 
-def _summary(run: Path, best: dict[str, Any], loss: float | None) -> dict[str, Any]:
-    summary = {"run": str(run), "best": best, "final_loss": loss, "best_policy": str(run / "best")}
+def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:
+    """The policy overrides, with what the data fills in: the word encoder's vocabulary (the training
+    instructions' words) and the grounding roles, when the config asks for them and gives none."""
+    from vlagym.policies.data import dataset_roles
+
+    overrides = dict(cfg.policy_overrides)
+    if "words" in str(overrides.get("text_encoder", "")) and not overrides.get("vocab"):
+        from vlagym.policies.language import build_vocab
+
+        overrides["vocab"] = build_vocab(r.instruction for r in demos)
+    grounded = any(overrides.get(k) for k in ("heatmap_weight", "position_weight", "yaw_weight"))
+    if grounded and not overrides.get("roles"):
+        roles = dataset_roles(cfg.data)
+        if not roles:
+            raise ValueError(f"{cfg.data[0]} has no privileged labels (no labels/<role>/... in its demos: it was "
+                             "collected before labels were recorded); recollect it, or set policy.heatmap_weight, "
+                             "policy.position_weight and policy.yaw_weight to 0")
+        overrides["roles"] = roles
+    return overrides
+
+
+def _summary(run: Path, best: dict[str, Any], loss: float | None, samples_per_s: float | None = None
+             ) -> dict[str, Any]:
+    summary = {"run": str(run), "best": best, "final_loss": loss, "best_policy": str(run / "best"),
+               "samples_per_s": samples_per_s}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -147,7 +147,8 @@ class FiLMEfficientNet(nn.Module):
             without reading the weights, for loading a checkpoint over it.
 
     ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, out_channels, H/32, W/32)``, the
-    output of the final 1x1 conv head, as RT-1 takes it.
+    output of the final 1x1 conv head, as RT-1 takes it; with ``return_fine`` also the FiLM-conditioned
+    stride-8 stage ``(N, fine_channels, H/8, W/8)``.
     """
 
     def __init__(
@@ -180,15 +181,22 @@ class FiLMEfficientNet(nn.Module):
         blocks = [blk for stage in self.net.blocks for blk in stage]
         self.films = nn.ModuleList(FiLM(cond_dim, _out_channels(blk)) for blk in blocks)
         self.out_channels = int(self.net.num_features)
+        # The stage at stride 8, whose map grounding heatmaps read (``forward(..., return_fine=True)``).
+        fine = next(i for i in self.net.feature_info if i["reduction"] == 8)
+        self.fine_stage, self.fine_channels = int(fine["module"].split(".")[1]), int(fine["num_chs"])
 
-    def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, cond: torch.Tensor, return_fine: bool = False):
         net = self.net
         x = net.bn1(net.conv_stem(self.normalize(images)))
         films = iter(self.films)
-        for stage in net.blocks:
+        fine = None
+        for s, stage in enumerate(net.blocks):
             for blk in stage:
                 x = next(films)(blk(x), cond)
-        return net.bn2(net.conv_head(x))
+            if s == self.fine_stage:
+                fine = x
+        out = net.bn2(net.conv_head(x))
+        return (out, fine) if return_fine else out
 
 
 def _out_channels(block: nn.Module) -> int:
@@ -219,7 +227,8 @@ class FiLMResNet18(nn.Module):
             1, 2, 4, 8). 32 or 16 keep the topology at a quarter or a sixteenth of the compute and weights,
             for CPU training and small checkpoints.
 
-    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 8 * width, H/s, W/s)``.
+    ``forward(images uint8 (N, 3, H, W), cond (N, cond_dim)) -> (N, 8 * width, H/s, W/s)``;
+    ``stages_out(...)`` returns every stage's FiLM-conditioned output (strides 4, 8, 16, s).
     """
 
     def __init__(
@@ -261,12 +270,18 @@ class FiLMResNet18(nn.Module):
         self.films = nn.ModuleList(FiLM(cond_dim, c) for c in widths)
         self.normalize = ImageNormalize()
         self.out_channels = widths[-1]
+        self.stage_channels = tuple(widths)
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.stages_out(images, cond)[-1]
+
+    def stages_out(self, images: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(self.normalize(images))
+        out = []
         for stage, film in zip(self.stages, self.films, strict=True):
             x = film(stage(x), cond)
-        return x
+            out.append(x)
+        return out
 
 
 # --- spatial softmax ----------------------------------------------------------------------------------------

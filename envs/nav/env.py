@@ -85,6 +85,8 @@ class NavEnv(RobotTaskEnv):
             draws from all of them.
         perturb: visual perturbations (``vlagym.envs.perturb``): a strength in [0, 1] for all of them,
             a dict or ``"name=strength,..."``; None or 0 renders the training conditions.
+        privileged_labels: report ``info["labels"]``, where the instruction's roles are (per camera pixel
+            position and visibility, position in the robot's frame; ``vlagym.envs.labels``).
         **task_kwargs: passed to the task (``num_distractors``; ``num_goals`` for ``multi_step``).
     """
 
@@ -102,6 +104,7 @@ class NavEnv(RobotTaskEnv):
         render_mode: str | None = None,
         level: str | None = None,
         perturb: float | dict | str | None = None,
+        privileged_labels: bool = True,
         **task_kwargs: Any,
     ) -> None:
         h, w = image_hw(image_size)
@@ -121,6 +124,7 @@ class NavEnv(RobotTaskEnv):
             reward_type=reward_type,
             render_mode=render_mode,
             perturb=perturb,
+            privileged_labels=privileged_labels,
         )
         self.map = TopDownMap(map_size or h) if top_down_map else None
         if self.map is not None:

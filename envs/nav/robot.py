@@ -130,6 +130,11 @@ class DiffDriveRobot(Robot):
             dtype=np.float32,
         )
 
+    def label_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The base on the floor: x forward, y left, z up."""
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        return np.array([*self.xy, 0.0]), np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
     def cameras(self) -> dict[str, Camera]:
         fwd = np.array([np.cos(self.yaw), np.sin(self.yaw)])
         eye = np.array([*(self.xy + CAMERA_FORWARD * fwd), CAMERA_HEIGHT])

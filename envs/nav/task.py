@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Expert, Task
+from vlagym.envs.labels import RoleTarget
 from vlagym.envs.levels import Phraser, check_level, combo_allowed, combo_split, episode_split
 from vlagym.envs.nav.grid import ROBOT_RADIUS, Field, smoothed_length
 from vlagym.envs.nav.objects import COLORS, SHAPES, Landmark
@@ -227,6 +228,14 @@ class NavTask(Task):
         return np.concatenate([out.ravel(), way, [self.geodesic_distance()]]).astype(np.float32)
 
     # --- geometry -------------------------------------------------------------------------------------------
+    label_roles = ("goal",)
+
+    def role_targets(self) -> dict[str, RoleTarget]:
+        """The goal being sought (the current subgoal), at half its height."""
+        goal = self.goals[self.current]
+        k = next(i for i, lm in enumerate(self.env.scene.landmarks) if lm is goal)
+        return {"goal": RoleTarget(np.array([goal.xy[0], goal.xy[1], goal.height / 2]), f"landmark{k}")}
+
     @property
     def current(self) -> int:
         """Index of the goal being sought (the last one once all are reached)."""

@@ -75,6 +75,8 @@ class TabletopEnv(RobotTaskEnv):
             draws from all of them.
         perturb: visual perturbations (``vlagym.envs.perturb``): a strength in [0, 1] for all of them,
             a dict or ``"name=strength,..."``; None or 0 renders the training conditions.
+        privileged_labels: report ``info["labels"]``, where the instruction's roles are (per camera pixel
+            position and visibility, position in the robot's frame; ``vlagym.envs.labels``).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class TabletopEnv(RobotTaskEnv):
         render_mode: str | None = None,
         level: str | None = None,
         perturb: float | dict | str | None = None,
+        privileged_labels: bool = True,
     ) -> None:
         h, w = image_hw(image_size)
         if isinstance(lighting, dict):
@@ -103,6 +106,7 @@ class TabletopEnv(RobotTaskEnv):
             reward_type=reward_type,
             render_mode=render_mode,
             perturb=perturb,
+            privileged_labels=privileged_labels,
         )
 
     def build_scene(self, rng: np.random.Generator) -> None:

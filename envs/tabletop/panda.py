@@ -110,6 +110,11 @@ class Panda(Robot):
         # Yaw of the hand's x axis in the table plane (the gripper points down).
         return np.asarray(state[0]), float(np.arctan2(rot[3], rot[0]))
 
+    def label_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The end-effector link's frame (its z axis points out of the fingers, down when grasping)."""
+        state = self.sim.client.getLinkState(self.id, EE_LINK, computeForwardKinematics=True)
+        return np.asarray(state[0]), np.asarray(self.sim.client.getMatrixFromQuaternion(state[1])).reshape(3, 3)
+
     def finger_width(self) -> float:
         c = self.sim.client
         return float(sum(c.getJointState(self.id, j)[0] for j in FINGER_JOINTS))

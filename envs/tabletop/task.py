@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.core import Task
+from vlagym.envs.labels import RoleTarget
 from vlagym.envs.levels import Phraser, check_level, combo_allowed, combo_split, episode_split
 from vlagym.envs.tabletop.objects import (
     COLORS,
@@ -24,6 +25,7 @@ from vlagym.envs.tabletop.panda import FINGER_JOINTS
 REGION = np.array([[0.32, -0.24], [0.66, 0.24]])
 MAX_OBJECTS = 5
 OBJECT_STATE_DIM = 6  # x, y, z, sin(yaw), cos(yaw), present
+SYMMETRY = {"cube": 4, "cylinder": 0, "bowl": 0}  # quarter turns that leave a shape looking the same
 
 
 class TabletopTask(Task):
@@ -133,6 +135,16 @@ class TabletopTask(Task):
     def info(self) -> dict[str, Any]:
         return {"objects": [s.words(with_size=True) for s in self.objects],
                 "generalization_split": self.generalization_split()}
+
+    label_roles = ("object",)
+
+    def role_targets(self) -> dict[str, RoleTarget]:
+        """The named object (its centre); tasks with a destination add it."""
+        return {"object": self.role_of(0)}
+
+    def role_of(self, index: int) -> RoleTarget:
+        name = self.name_of(index)
+        return RoleTarget(self.sim.position(name), name, self.sim.yaw(name), SYMMETRY[self.objects[index].shape])
 
     # --- helpers ------------------------------------------------------------------------------------------
     def ee(self) -> np.ndarray:

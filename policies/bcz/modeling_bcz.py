@@ -12,16 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlagym.policies.base import Policy, _Frame, mlp, text_encoder_from_config
 from vlagym.policies.bcz.configuration_bcz import BCZConfig
+from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 from vlagym.policies.vision import FiLMResNet18, SpatialSoftmax
 
 
 class BCZPolicy(Policy):
-    """BC-Z policy (see the module docstring)."""
+    """BC-Z policy (see the module docstring). With grounding weights set (``heatmap_weight``,
+    ``position_weight``; ``vlagym.policies.grounding``) each camera's encoder gains a heatmap per role on
+    its stride-8 feature map (stage 2, joined with the upsampled last stage) and the pooled features a
+    3-D position head; ``feed_location`` hands their predictions to the MLP trunk."""
 
     name = "bcz"
     config_class = BCZConfig
@@ -39,6 +44,16 @@ class BCZPolicy(Policy):
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
         self.codec = ActionCodec.from_config(cfg)
         in_dim = feat_dim + (cfg.proprio_dim if cfg.use_proprio else 0)
+        r, cameras = len(cfg.roles), 1 + len(extra)
+        self.heatmaps = None
+        if cfg.heatmap_weight > 0:
+            c = self.backbone.stage_channels
+            self.heatmaps = nn.ModuleList(RoleHeatmap(c[1] + c[3], r) for _ in range(cameras))
+        self.position_head = PositionHead(in_dim, r) if cfg.position_weight > 0 else None
+        self.yaw_head = PositionHead(in_dim, r, outputs=2) if cfg.yaw_weight > 0 else None
+        if cfg.feed_location:
+            in_dim += (3 * r * cameras if self.heatmaps is not None else 0) + \
+                (3 * r if self.position_head is not None else 0) + (2 * r if self.yaw_head is not None else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
         self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
         ng = self.codec.num_gripper
@@ -54,36 +69,52 @@ class BCZPolicy(Policy):
             return backbone, pool, pool.out_dim
         return backbone, None, backbone.out_channels
 
-    def _features(self, backbone: nn.Module, pool: nn.Module | None, images: torch.Tensor,
-                  cond: torch.Tensor) -> torch.Tensor:
-        fmap = backbone(images, cond)
-        return fmap.mean(dim=(2, 3)) if pool is None or isinstance(pool, nn.Identity) else pool(fmap)
+    def _features(self, camera: int, images: torch.Tensor, cond: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """One camera's pooled features ``(B, F)`` and, with a heatmap head, its output."""
+        backbone = self.backbone if camera == 0 else self.extra_backbones[camera - 1]
+        pool = self.pool if camera == 0 else self.extra_pools[camera - 1]
+        if self.heatmaps is None:
+            fmap = backbone(images, cond)
+            hm = None
+        else:
+            stages = backbone.stages_out(images, cond)
+            fmap, fine = stages[-1], stages[1]
+            up = F.interpolate(fmap, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            hm = self.heatmaps[camera](torch.cat([fine, up], dim=1))
+        feats = fmap.mean(dim=(2, 3)) if pool is None or isinstance(pool, nn.Identity) else pool(fmap)
+        return feats, hm
+
+    def encode(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
+        extra_images: tuple[torch.Tensor, ...] = (),
+    ) -> dict[str, Any]:
+        """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
+        ``(B, D)`` instruction embedding -> ``trunk`` ``(B, hidden_dim)``, ``heatmaps`` (one
+        ``RoleHeatmap`` output per camera, or none), ``position`` ``(B, R, 3)`` and ``yaw`` ``(B, R, 2)``
+        (each None without its head)."""
+        if len(extra_images) != len(self.extra_backbones):
+            raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
+                             f"{len(self.extra_backbones)}")
+        outs = [self._features(i, im, cond) for i, im in enumerate((images, *extra_images))]
+        feats = torch.cat([f for f, _ in outs], dim=-1)
+        heatmaps = [hm for _, hm in outs if hm is not None]
+        if self.config.use_proprio:
+            feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
+        position = self.position_head(feats) if self.position_head is not None else None
+        yaw = self.yaw_head(feats) if self.yaw_head is not None else None
+        if self.config.feed_location:
+            feats = torch.cat([feats, location_features(heatmaps, position, yaw)], dim=-1)
+        return {"trunk": self.trunk(feats), "heatmaps": heatmaps, "position": position, "yaw": yaw}
 
     def trunk_features(
         self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
         extra_images: tuple[torch.Tensor, ...] = (),
     ) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
-        ``(B, D)`` instruction embedding -> the MLP trunk's output ``(B, hidden_dim)``."""
-        if len(extra_images) != len(self.extra_backbones):
-            raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
-                             f"{len(self.extra_backbones)}")
-        feats = torch.cat([
-            self._features(self.backbone, self.pool, images, cond),
-            *(self._features(b, p, im, cond)
-              for b, p, im in zip(self.extra_backbones, self.extra_pools, extra_images, strict=True)),
-        ], dim=-1)
-        if self.config.use_proprio:
-            feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
-        return self.trunk(feats)
+        """As ``encode`` -> the MLP trunk's output ``(B, hidden_dim)``."""
+        return self.encode(images, proprio, cond, extra_images)["trunk"]
 
-    def heads(
-        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
-        extra_images: tuple[torch.Tensor, ...] = (),
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """As ``trunk_features`` -> continuous z-scores ``(B, horizon, Ac)`` and gripper logits
-        ``(B, horizon, Ag)``."""
-        h = self.trunk_features(images, proprio, cond, extra_images)
+    def _action_heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, hor = h.shape[0], self.config.horizon
         grip = self.gripper_head(h) if self.gripper_head is not None else h.new_zeros(b, 0)
         return (
@@ -91,18 +122,45 @@ class BCZPolicy(Policy):
             grip.view(b, hor, self.codec.num_gripper),
         )
 
-    def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
+        extra_images: tuple[torch.Tensor, ...] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``trunk_features`` -> continuous z-scores ``(B, horizon, Ac)`` and gripper logits
+        ``(B, horizon, Ag)``."""
+        return self._action_heads(self.trunk_features(images, proprio, cond, extra_images))
+
+    def _batch_encode(self, batch: dict[str, Any]) -> dict[str, Any]:
         images = self._batch_images(batch)[:, -1]  # the current frame
         extras = tuple(self._batch_images(batch, k)[:, -1] for k in self.config.extra_image_keys)
         proprio = batch["proprio"][:, -1].to(self.device, torch.float32)
-        return self.heads(images, proprio, self.text(list(batch["instruction"])), extras)
+        return self.encode(images, proprio, self.text(list(batch["instruction"])), extras)
+
+    def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._action_heads(self._batch_encode(batch)["trunk"])
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        cont, grip = self._batch_heads(batch)
+        cfg = self.config
+        out = self._batch_encode(batch)
+        cont, grip = self._action_heads(out["trunk"])
         actions, mask = self._batch_actions(batch)
-        return self.codec.chunk_loss(
-            cont, grip, actions, mask, self.config.huber_delta, self.config.gripper_weight
-        )
+        loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
+        if not cfg.grounded:
+            return loss, logs
+        return grounding_loss(self, batch, loss, logs, out["heatmaps"], out["position"], out["yaw"])
+
+    @torch.no_grad()
+    def locate(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """The grounding heads' view of one observation: per camera the heatmap probabilities
+        ``(R, h, w)``, pixel positions ``(R, 2)`` and visibility probabilities ``(R,)``, and the 3-D
+        positions ``(R, 3)`` in metres (robot frame), as numpy arrays keyed by camera and role order."""
+        if not self.config.grounded:
+            raise ValueError("bcz.locate: this policy has no grounding heads (heatmap_weight and "
+                             "position_weight are 0)")
+        frame = self._parse_obs(obs)
+        out = self.encode(frame.image[None], frame.proprio[None], self.text([frame.instruction]),
+                          tuple(im[None] for im in frame.extra_images))
+        return located(self, out["heatmaps"], out["position"], out["yaw"])
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -77,6 +77,9 @@ class CLIPConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.grounded:
+            raise _bad(self, "heatmap_weight" if self.heatmap_weight else "position_weight",
+                       "must be 0: the CLIP-fusion policy has no grounding heads yet (bcz has)")
         if self.extra_image_keys:
             raise _bad(self, "extra_image_keys", "must be empty: the CLIP-fusion policy reads one camera (image_key)")
         if self.history != 1:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlagym.policies.base import Policy, _Frame, text_encoder_from_config
+from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec
 from vlagym.policies.rt1.configuration_rt1 import RT1Config
 from vlagym.policies.vision import FiLMEfficientNet
@@ -61,12 +62,24 @@ class RT1Policy(Policy):
         )
         self.proj = nn.Conv2d(self.backbone.out_channels, cfg.d_model, kernel_size=1)
         self.token_learner = TokenLearner(cfg.d_model, cfg.tokens_per_image, cfg.token_learner_hidden)
+        # Grounding (``vlagym.policies.grounding``): a heatmap per role on the stride-8 stage joined with the
+        # upsampled token map, position and yaw heads on the frame's mean token; with feed_location one
+        # more token per frame carries their predictions into the Transformer.
+        r = len(cfg.roles)
+        self.heatmap = (RoleHeatmap(self.backbone.fine_channels + cfg.d_model, r) if cfg.heatmap_weight > 0
+                        else None)
+        self.position_head = PositionHead(cfg.d_model, r) if cfg.position_weight > 0 else None
+        self.yaw_head = PositionHead(cfg.d_model, r, outputs=2) if cfg.yaw_weight > 0 else None
+        loc_dim = (3 * r if self.heatmap is not None else 0) + (3 * r if self.position_head is not None else 0) + \
+            (2 * r if self.yaw_head is not None else 0)
+        self.location_token = nn.Linear(loc_dim, cfg.d_model) if cfg.feed_location else None
+        self.tokens_per_frame = cfg.tokens_per_image + (1 if cfg.feed_location else 0)
         self.map_pos = None
         if cfg.map_pos_embedding:
             h, w = (math.ceil(s / 32) for s in cfg.image_size)  # the backbone's output stride
             self.map_pos = nn.Parameter(torch.zeros(1, cfg.d_model, h, w))
             nn.init.trunc_normal_(self.map_pos, std=0.02)
-        self.num_image_tokens = cfg.history * cfg.tokens_per_image
+        self.num_image_tokens = cfg.history * self.tokens_per_frame
         seq = self.num_image_tokens + cfg.action_dim
         self.pos_embedding = nn.Parameter(torch.zeros(1, seq, cfg.d_model))
         nn.init.trunc_normal_(self.pos_embedding, std=0.02)
@@ -91,10 +104,36 @@ class RT1Policy(Policy):
     # --- network --------------------------------------------------------------------------------------------
     def tokenize(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, H, W)`` images, ``(N, D)`` instruction embeddings -> ``(N, S, d_model)`` tokens."""
-        fmap = self.proj(self.backbone(images, cond))
+        return self.encode_frames(images, cond)[0]
+
+    def encode_frames(self, images: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """As ``tokenize``, with the grounding heads' outputs per frame: ``heatmap`` (a ``RoleHeatmap``
+        output or None), ``position`` ``(N, R, 3)`` and ``yaw`` ``(N, R, 2)`` (None without their heads)."""
+        grounded = self.config.grounded
+        if grounded:
+            fmap, fine = self.backbone(images, cond, return_fine=True)
+        else:
+            fmap, fine = self.backbone(images, cond), None
+        fmap = self.proj(fmap)
         if self.map_pos is not None:
             fmap = fmap + self.map_pos
-        return self.token_learner(fmap)
+        tokens = self.token_learner(fmap)
+        aux: dict[str, Any] = {"heatmap": None, "position": None, "yaw": None}
+        if not grounded:
+            return tokens, aux
+        if self.heatmap is not None:
+            up = F.interpolate(fmap, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            aux["heatmap"] = self.heatmap(torch.cat([fine, up], dim=1))
+        pooled = tokens.mean(dim=1)
+        if self.position_head is not None:
+            aux["position"] = self.position_head(pooled)
+        if self.yaw_head is not None:
+            aux["yaw"] = self.yaw_head(pooled)
+        if self.location_token is not None:
+            hms = [aux["heatmap"]] if aux["heatmap"] is not None else []
+            loc = location_features(hms, aux["position"], aux["yaw"])
+            tokens = torch.cat([tokens, self.location_token(loc)[:, None]], dim=1)
+        return tokens, aux
 
     def action_logits(self, tokens: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
         """``(B, T, S, d)`` image tokens and bool ``(B, T)`` real-frame mask -> ``(B, A, num_bins)``.
@@ -108,7 +147,7 @@ class RT1Policy(Policy):
             + self.pos_embedding
         )
         pad = torch.cat(
-            [~obs_mask.repeat_interleave(self.config.tokens_per_image, dim=1), obs_mask.new_zeros(b, a)],
+            [~obs_mask.repeat_interleave(self.tokens_per_frame, dim=1), obs_mask.new_zeros(b, a)],
             dim=1,
         )  # (B, L) True = hidden
         seq = x.shape[1]
@@ -130,6 +169,10 @@ class RT1Policy(Policy):
 
     # --- batches --------------------------------------------------------------------------------------------
     def _window_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self._window(batch)[0]
+
+    def _window(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Action logits ``(B, A, bins)`` and the grounding outputs of each window's current frame."""
         images = self._batch_images(batch)
         b, t = images.shape[:2]
         if t != self.config.history:
@@ -140,12 +183,16 @@ class RT1Policy(Policy):
         obs_mask = batch.get("obs_mask")
         obs_mask = torch.ones(b, t, dtype=torch.bool) if obs_mask is None else obs_mask
         cond = self.text(list(batch["instruction"]))  # (B, D)
-        tokens = self.tokenize(images.flatten(0, 1), cond.repeat_interleave(t, dim=0))
-        return self.action_logits(tokens.unflatten(0, (b, t)), obs_mask.to(self.device))
+        tokens, aux = self.encode_frames(images.flatten(0, 1), cond.repeat_interleave(t, dim=0))
+        current = {k: None if v is None else
+                   ({kk: vv.unflatten(0, (b, t))[:, -1] for kk, vv in v.items()} if isinstance(v, dict)
+                    else v.unflatten(0, (b, t))[:, -1]) for k, v in aux.items()}
+        return self.action_logits(tokens.unflatten(0, (b, t)), obs_mask.to(self.device)), current
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy over the bins of every action dimension of the current step."""
-        logits = self._window_logits(batch).float()  # (B, A, bins)
+        logits, aux = self._window(batch)
+        logits = logits.float()  # (B, A, bins)
         actions, mask = self._batch_actions(batch)
         target = self.codec.to_bins(actions[:, 0], self.config.num_bins)  # (B, A)
         ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, A)
@@ -153,11 +200,24 @@ class RT1Policy(Policy):
         denom = (m.sum() * self.config.action_dim).clamp_min(1.0)
         loss = (ce * m).sum() / denom
         acc = ((logits.argmax(-1) == target).float() * m).sum() / denom
-        return loss, {"loss": float(loss.detach()), "bin_acc": float(acc)}
+        logs = {"loss": float(loss.detach()), "bin_acc": float(acc)}
+        if not self.config.grounded:
+            return loss, logs
+        return grounding_loss(self, batch, loss, logs, [aux["heatmap"]] if aux["heatmap"] is not None else [],
+                              aux["position"], aux["yaw"])
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.decode(self._window_logits(batch)).unsqueeze(1)
+
+    @torch.no_grad()
+    def locate(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """The grounding heads on one observation's image (see ``vlagym.policies.grounding.located``)."""
+        if not self.config.grounded:
+            raise ValueError("rt1.locate: this policy has no grounding heads (its grounding weights are 0)")
+        frame = self._parse_obs(obs)
+        _, aux = self.encode_frames(frame.image[None], self.text([frame.instruction]))
+        return located(self, [aux["heatmap"]] if aux["heatmap"] is not None else [], aux["position"], aux["yaw"])
 
     # --- acting ---------------------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -43,3 +43,19 @@ def test_recorded_tabletop_frames_show_the_wrist_view_beside_the_front_one():
     wrist = run_episode(gym.make("vlagym/TabletopTouch-v0", image_size=32, wrist_camera=True), seed=3, record=True)
     h, w = plain.frames[0].shape[:2]
     assert wrist.frames[0].shape[:2] == (h, 2 * w) and wrist.success == plain.success
+
+
+def test_overlay_heatmaps_tints_the_peak_in_the_roles_colour():
+    from vlagym.agents.video import ROLE_COLOURS, overlay_heatmaps
+
+    frame = np.full((32, 32, 3), 128, dtype=np.uint8)
+    heat = np.zeros((2, 4, 4))
+    heat[0, 0, 3] = 1.0  # role 0 top-right
+    heat[1, 3, 0] = 1.0  # role 1 bottom-left
+    out = overlay_heatmaps(frame, heat, np.array([[0.875, 0.125], [0.125, 0.875]]))
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    top_right, bottom_left, centre = out[2, 28].astype(int), out[29, 2].astype(int), out[16, 16].astype(int)
+    assert top_right[0] > 180 and top_right[2] < 110  # red: ROLE_COLOURS[0]
+    assert bottom_left[2] > 180 and bottom_left[0] < 110  # blue: ROLE_COLOURS[1]
+    assert np.abs(centre - 128).max() < 10
+    assert ROLE_COLOURS[0][0] > ROLE_COLOURS[0][2]

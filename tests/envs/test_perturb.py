@@ -15,18 +15,25 @@ SIZE = 48
 STEPS = 12
 
 
+def _task_facts(info: dict) -> str:
+    """``info`` without what depends on the camera: the labels' pixel positions and visibility describe the
+    rendered image (a moved camera or an occluder changes them); their 3-D positions and yaws are task state."""
+    labels = {k: v for k, v in info.get("labels", {}).items() if k.endswith(("/pos", "/yaw"))}
+    return repr(sorted({**info, "labels": labels}.items()))
+
+
 def _rollout(env_id: str, seed: int, steps: int = STEPS, **kwargs):
     """Expert rollout: images, and everything that is not an image (state, proprio, rewards, info)."""
     env = gym.make(env_id, image_size=SIZE, **kwargs)
     obs, info = env.reset(seed=seed)
     expert = env.unwrapped.task.expert()
     images, facts = [obs["rgb"]], [(obs["instruction"], obs["proprio"].tobytes(),
-                                    env.unwrapped.task.state().tobytes(), repr(sorted(info.items())))]
+                                    env.unwrapped.task.state().tobytes(), _task_facts(info))]
     for _ in range(steps):
         obs, reward, term, trunc, info = env.step(expert.act(obs, info))
         images.append(obs["rgb"])
         facts.append((obs["instruction"], obs["proprio"].tobytes(), env.unwrapped.task.state().tobytes(),
-                      repr(sorted(info.items())), reward, term, trunc))
+                      _task_facts(info), reward, term, trunc))
         if term or trunc:
             break
     env.close()

@@ -63,6 +63,11 @@ class PlaceTask(TabletopTask):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "target_distance": self.distance(), "grasped": self.grasped(0)}
 
+    label_roles = ("object", "destination")
+
+    def role_targets(self):
+        return {"object": self.role_of(0), "destination": self.role_of(1)}  # the bowl's centre
+
     def dense_reward(self) -> float:
         reach = float(np.linalg.norm(self.ee() - self.sim.position(self.name_of(0))))
         return -self.distance() - 0.5 * reach + float(self.is_success())

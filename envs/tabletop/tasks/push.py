@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.envs.labels import RoleTarget
 from vlagym.envs.tabletop.expert import CLOSE, HOVER, TabletopExpert, wrap
 from vlagym.envs.tabletop.task import TabletopTask
 
@@ -102,6 +103,17 @@ class PushTask(TabletopTask):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "region": self.side, "target_distance": self.target_distance()}
+
+    label_roles = ("object", "destination")
+
+    def destination(self) -> np.ndarray:
+        """The region's point nearest the target, ``START_MARGIN`` inside it, at the target's height."""
+        pos = self.sim.position(self.name_of(0))
+        depth = START_MARGIN - self.region.depth(pos)
+        return np.array([*(pos[:2] + max(depth, 0.0) * self.region.direction), pos[2]])
+
+    def role_targets(self):
+        return {"object": self.role_of(0), "destination": RoleTarget(self.destination(), None)}
 
     def push_point(self) -> np.ndarray:
         """Where the fingertips start a push: clear of the target, on its side away from the region."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.envs.labels import RoleTarget
 from vlagym.envs.tabletop.expert import TabletopExpert, wrap
 from vlagym.envs.tabletop.task import TabletopTask
 
@@ -48,6 +49,14 @@ class StackTask(TabletopTask):
 
     def distance(self) -> float:
         return float(np.linalg.norm(self.sim.position(self.name_of(0)) - self.goal()))
+
+    label_roles = ("object", "destination")
+
+    def role_targets(self):
+        """The top cube, and where its centre rests on the bottom cube (seen through the bottom cube)."""
+        base = self.role_of(1)
+        return {"object": self.role_of(0),
+                "destination": RoleTarget(self.goal(), base.body, base.yaw, base.symmetry)}
 
     def still(self, index: int) -> bool:
         linear, _ = self.sim.client.getBaseVelocity(self.sim.bodies[self.name_of(index)])

@@ -66,6 +66,10 @@ class TouchTask(TabletopTask):
     def distance(self) -> float:
         return float(np.linalg.norm(self.ee() - self.sim.position(self.name_of(self.current()))))
 
+    def role_targets(self):
+        """The object to touch now: at L5, the second once the first was touched."""
+        return {"object": self.role_of(self.current())}
+
     def info(self) -> dict[str, Any]:
         return {**super().info(), "target_distance": self.distance()}
 
