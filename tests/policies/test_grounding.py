@@ -17,6 +17,23 @@ GROUNDED = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon":
             "heatmap_weight": 1.0, "position_weight": 1.0, "yaw_weight": 1.0, "feed_location": True}
 
 
+def _train_logging(cfg: TrainConfig, policy_class) -> list[dict]:
+    """Train ``cfg`` and return the logs of every ``policy_class.loss`` call, in order."""
+    logs, original = [], policy_class.loss
+
+    def spy(self, batch):
+        loss, out = original(self, batch)
+        logs.append(out)
+        return loss, out
+
+    policy_class.loss = spy
+    try:
+        train(cfg, progress=False)
+    finally:
+        policy_class.loss = original
+    return logs
+
+
 @pytest.fixture(scope="module")
 def place_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("ground") / "place"
@@ -68,21 +85,9 @@ def test_grounded_bcz_trains_its_heads_and_keeps_them_through_save_and_load(plac
     cfg = TrainConfig(data=[str(place_data)], policy="bcz", policy_overrides=GROUNDED, out=str(tmp_path / "run"),
                       steps=60, batch_size=16, num_workers=0, eval_every=0, save_every=60, log_every=10,
                       warmup_steps=5, threads=1, lr=3e-3)
-    policy_losses = []
-    import vlagym.policies.bcz.modeling_bcz as m
+    from vlagym.policies.bcz.modeling_bcz import BCZPolicy
 
-    original = m.BCZPolicy.loss
-
-    def spy(self, batch):
-        loss, logs = original(self, batch)
-        policy_losses.append(logs)
-        return loss, logs
-
-    m.BCZPolicy.loss = spy
-    try:
-        train(cfg, progress=False)
-    finally:
-        m.BCZPolicy.loss = original
+    policy_losses = _train_logging(cfg, BCZPolicy)
     first, last = policy_losses[:5], policy_losses[-5:]
     # The cross-entropy against a Gaussian target has the target's entropy as its floor, so it falls less
     # than the errors of the located pixel (normalised image units) and of the 3-D position (cm).
@@ -172,21 +177,9 @@ def test_grounded_rt1_trains_its_heads_through_the_transformer(place_data, tmp_p
     cfg = TrainConfig(data=[str(place_data)], policy="rt1", policy_overrides=overrides, out=str(tmp_path / "rt1"),
                       steps=100, batch_size=8, num_workers=0, eval_every=0, save_every=100, log_every=5,
                       warmup_steps=4, threads=1, lr=3e-3)
-    logs = []
-    import vlagym.policies.rt1.modeling_rt1 as m
+    from vlagym.policies.rt1.modeling_rt1 import RT1Policy
 
-    original = m.RT1Policy.loss
-
-    def spy(self, batch):
-        loss, out = original(self, batch)
-        logs.append(out)
-        return loss, out
-
-    m.RT1Policy.loss = spy
-    try:
-        train(cfg, progress=False)
-    finally:
-        m.RT1Policy.loss = original
+    logs = _train_logging(cfg, RT1Policy)
     for key in ("uv_error_rgb", "position_error_cm"):
         before, after = np.mean([x[key] for x in logs[:10]]), np.mean([x[key] for x in logs[-10:]])
         assert after < 0.8 * before, (key, before, after)
