@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the whole pipeline on its embedded default: collect expert "
                                    "demonstrations, train a policy, evaluate it beside the expert on test seeds, "
                                    "record videos (one expert episode per task too) and write the report. "
-                                   "About 20 minutes on 2 CPU cores; --quick takes about 3. Rerun to resume.")
+                                   "About 11 minutes on 2 CPU cores; --quick takes about 3. Rerun to resume.")
     s.add_argument("--quick", action="store_true", help="a first look in about three minutes")
     s.add_argument("--out", default=None, help="output folder (default runs/main)")
     s.add_argument("--env", default=None, help="training task (default vlagym/TabletopPickUp-v0)")

@@ -40,7 +40,7 @@ RECIPES: dict[str, dict] = {
 
 @dataclass
 class PipelineConfig:
-    """Sizes of the main job. The defaults fit about 20 minutes on a 2-core CPU machine."""
+    """Sizes of the main job. The defaults take about 10 minutes on a 2-core CPU machine."""
 
     out: str = "runs/main"
     """Output folder: data/, train/, eval/, videos/, report.json, report.md."""
