@@ -527,27 +527,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "crafted file holds)")
     s.set_defaults(func=cmd_record)
 
-    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data, policy)",
+    s = sub.add_parser("bench", formatter_class=fmt, help="benchmarks (env, data, policy, train)",
                        description="Speed benchmarks. 'env': env steps/s with rendering on one core at each "
-                                   "size, beside raw PyBullet rendering of the same scene without the robot. "
-                                   "'data': loader samples/s over a dataset with worker processes.")
-    s.add_argument("what", choices=["env", "data", "policy", "train"],
-                   help="what to benchmark ('policy': each policy's default config on one core at the "
-                        "largest --sizes: parameters, checkpoint size, ms per act, ms per batch forward; "
-                        "'train': samples/s of `vlagym train` with --config and overrides for --steps steps, "
-                        "beside a bare forward/backward loop of the same model on every core)")
-    s.add_argument("--config", default=None, help="training YAML config (train)")
-    s.add_argument("overrides", nargs="*", help="key=value training overrides (train)")
-    s.add_argument("--data", default=None, help="dataset folder (data)")
-    s.add_argument("--workers", type=_at_least(0), default=2,
-                   help="DataLoader workers (data; 0 loads in this process)")
-    s.add_argument("--batch-size", type=int, default=32, help="batch size (data)")
-    s.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
-    s.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
-    s.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="image sizes")
-    s.add_argument("--steps", type=int, default=200, help="steps per measurement (env, train)")
-    s.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    s.set_defaults(func=cmd_bench)
+                                   "size, beside raw PyBullet rendering of the same scene without the robot and "
+                                   "the same env without privileged labels. 'data': loader samples/s over a "
+                                   "dataset with worker processes. 'policy': each policy's default config on one "
+                                   "core at the largest --sizes: parameters, checkpoint size, ms per act, ms per "
+                                   "batch forward. 'train': samples/s of `vlagym train` with --config and "
+                                   "overrides for --steps steps, beside a bare forward/backward loop of the same "
+                                   "model on every core.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=None, help="dataset folder (data)")
+    common.add_argument("--workers", type=_at_least(0), default=2,
+                        help="DataLoader workers (data; 0 loads in this process)")
+    common.add_argument("--batch-size", type=int, default=32, help="batch size (data, policy)")
+    common.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement (data)")
+    common.add_argument("--env", nargs="+", default=None, help="env ids (default: all)")
+    common.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="image sizes")
+    common.add_argument("--steps", type=int, default=200, help="steps per measurement (env, train)")
+    common.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    bsub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for what, text in (("env", "env steps/s with rendering"), ("data", "loader samples/s"),
+                       ("policy", "each policy's size and speed"), ("train", "the training loop's samples/s")):
+        b = bsub.add_parser(what, parents=[common], formatter_class=fmt, help=text, description=text)
+        if what == "train":
+            b.add_argument("--config", default=None, help="training YAML config")
+            b.add_argument("overrides", nargs="*", help="key=value training overrides (as for vlagym train)")
+        b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("collect", formatter_class=fmt, help="collect expert demonstrations into HDF5",
                        description="Run the scripted expert in worker processes and keep the first N "
