@@ -29,21 +29,6 @@ from vlagym.policies.data import DemoWindows
 ENV = "vlagym/TabletopTouch-v0"
 SMALL = {"image_size": 32}
 
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("integrity") / "touch"
-    collect(CollectConfig(env=ENV, episodes=3, out=str(out), workers=1, env_kwargs=SMALL, shard_size=2))
-    return out
-
-
-@pytest.fixture
-def copy(small, tmp_path) -> Path:
-    out = tmp_path / "copy"
-    shutil.copytree(small, out)
-    return out
-
-
 def _python(script: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -78,10 +63,10 @@ def test_kill_between_shard_replace_and_staged_unlink_then_rerun(tmp_path):
     assert not (out / "staging").exists()
 
 
-def test_index_refuses_a_seed_stored_twice(copy):
-    shutil.copy(copy / "shard_00000.hdf5", copy / "shard_00002.hdf5")
+def test_index_refuses_a_seed_stored_twice(touch_copy):
+    shutil.copy(touch_copy / "shard_00000.hdf5", touch_copy / "shard_00002.hdf5")
     with pytest.raises(DatasetError, match=r"shard_00002.hdf5 \[demo_0\]: seed \d+ is also stored in .*shard_00000"):
-        index_demos(copy)
+        index_demos(touch_copy)
 
 
 # --- finding 4: two collections into one folder at once -----------------------------------------------------
@@ -125,25 +110,25 @@ def test_concurrent_collection_is_refused_naming_the_holder(tmp_path):
 
 
 # --- finding 5: a lost request.json -------------------------------------------------------------------------
-def test_lost_request_json_still_refuses_other_settings(copy):
-    (copy / "request.json").unlink()
+def test_lost_request_json_still_refuses_other_settings(touch_copy):
+    (touch_copy / "request.json").unlink()
     with pytest.raises(ValueError, match=r"shard_00000.hdf5 was collected with different settings: "
                                          r"env_kwargs.image_size \(stored 32, requested 48\)"):
-        collect(CollectConfig(env=ENV, episodes=3, out=str(copy), env_kwargs={"image_size": 48}, shard_size=2))
+        collect(CollectConfig(env=ENV, episodes=3, out=str(touch_copy), env_kwargs={"image_size": 48}, shard_size=2))
     with pytest.raises(ValueError, match=r"noise \(stored 0.0, requested 0.2\)"):
-        collect(CollectConfig(env=ENV, episodes=3, out=str(copy), env_kwargs=SMALL, shard_size=2, noise=0.2))
+        collect(CollectConfig(env=ENV, episodes=3, out=str(touch_copy), env_kwargs=SMALL, shard_size=2, noise=0.2))
     with pytest.raises(ValueError, match=r"outside the requested train range \[100, "):
-        collect(CollectConfig(env=ENV, episodes=3, out=str(copy), env_kwargs=SMALL, shard_size=2, seed_start=100))
+        collect(CollectConfig(env=ENV, episodes=3, out=str(touch_copy), env_kwargs=SMALL, shard_size=2, seed_start=100))
     # Staged episodes (no shard yet) are checked too.
-    demo = load_demo(index_demos(copy)[0])
-    for shard in copy.glob("shard_*.hdf5"):
+    demo = load_demo(index_demos(touch_copy)[0])
+    for shard in touch_copy.glob("shard_*.hdf5"):
         shard.unlink()
-    (copy / "staging").mkdir(exist_ok=True)  # the refused runs above made it
+    (touch_copy / "staging").mkdir(exist_ok=True)  # the refused runs above made it
     traj = Trajectory(demo["obs"], demo["actions"], demo["rewards"], demo["dones"], demo.get("expert_actions"))
-    write_episode_file(copy / "staging" / "ep_000000000.hdf5", traj, {**demo["attrs"]}, _env_args(ENV, SMALL))
+    write_episode_file(touch_copy / "staging" / "ep_000000000.hdf5", traj, {**demo["attrs"]}, _env_args(ENV, SMALL))
     with pytest.raises(ValueError, match=r"ep_000000000.hdf5 was collected with different settings: "
                                          r"env_kwargs.image_size \(stored 32, requested 48\)"):
-        collect(CollectConfig(env=ENV, episodes=3, out=str(copy), env_kwargs={"image_size": 48}, shard_size=2))
+        collect(CollectConfig(env=ENV, episodes=3, out=str(touch_copy), env_kwargs={"image_size": 48}, shard_size=2))
 
 
 # --- finding 6: corrupt chunks, checksums, flipped bytes ----------------------------------------------------
@@ -156,26 +141,26 @@ def _overwrite_chunk(path: Path, demo: str, frame: int) -> None:
         fh.write(b"\xff" * (info.size // 3))
 
 
-def test_corrupt_middle_chunk_is_found_by_verify_and_named_by_every_reader(copy):
-    shard = copy / "shard_00000.hdf5"
+def test_corrupt_middle_chunk_is_found_by_verify_and_named_by_every_reader(touch_copy):
+    shard = touch_copy / "shard_00000.hdf5"
     with h5py.File(shard, "r") as f:
         n = int(f["data/demo_1"].attrs["num_samples"])
     _overwrite_chunk(shard, "demo_1", n // 2)
-    checks = verify(copy)
+    checks = verify(touch_copy)
     assert [c.ok for c in checks] == [False, True]
     assert checks[0].problems == [p for p in checks[0].problems if f"[demo_1] obs/rgb frame {n // 2}:" in p]
     assert len(checks[0].problems) == 1 and str(shard) in checks[0].problems[0]
-    refs = index_demos(copy)  # the structure and the last chunk are fine: only verify decodes everything
+    refs = index_demos(touch_copy)  # the structure and the last chunk are fine: only verify decodes everything
     with pytest.raises(DatasetError, match=r"shard_00000.hdf5 \[demo_1\] obs/rgb: cannot read"):
         load_demo(refs[1])
-    windows = DemoWindows(copy)
+    windows = DemoWindows(touch_copy)
     t = refs[0].length + n // 2
     with pytest.raises(DatasetError, match=rf"shard_00000.hdf5 \[demo_1\] obs/rgb frames {n // 2}..{n // 2}"):
         windows[t]
 
 
-def test_checksums_catch_bytes_that_still_decode(copy):
-    shard = copy / "shard_00001.hdf5"
+def test_checksums_catch_bytes_that_still_decode(touch_copy):
+    shard = touch_copy / "shard_00001.hdf5"
     with h5py.File(shard, "r") as f:
         offset = f["data/demo_0/actions"].id.get_offset()
         assert "actions" in json.loads(f["data/demo_0"].attrs["checksums"])
@@ -184,22 +169,22 @@ def test_checksums_catch_bytes_that_still_decode(copy):
         byte = fh.read(1)
         fh.seek(offset + 5)
         fh.write(bytes([byte[0] ^ 0x01]))
-    problems = [p for c in verify(copy) for p in c.problems]
+    problems = [p for c in verify(touch_copy) for p in c.problems]
     assert len(problems) == 1 and "shard_00001.hdf5 [demo_0] actions: checksum mismatch" in problems[0]
 
 
-def test_verify_says_when_a_dataset_has_no_checksums(copy):
-    for shard in copy.glob("shard_*.hdf5"):
+def test_verify_says_when_a_dataset_has_no_checksums(touch_copy):
+    for shard in touch_copy.glob("shard_*.hdf5"):
         with h5py.File(shard, "a") as f:  # as a format-1 dataset was written
             for demo in f["data"].values():
                 del demo.attrs["checksums"]
-    checks = verify(copy)
+    checks = verify(touch_copy)
     assert all(c.ok for c in checks) and sum(c.without_checksums for c in checks) == 3
-    assert len(DemoWindows(copy)) == sum(r.length for r in index_demos(copy))  # still loadable
+    assert len(DemoWindows(touch_copy)) == sum(r.length for r in index_demos(touch_copy))  # still loadable
 
 
-def test_flipped_bytes_raise_dataset_errors_naming_the_file(copy, tmp_path):
-    data = (copy / "shard_00000.hdf5").read_bytes()
+def test_flipped_bytes_raise_dataset_errors_naming_the_file(touch_copy, tmp_path):
+    data = (touch_copy / "shard_00000.hdf5").read_bytes()
     broken = tmp_path / "flipped"
     broken.mkdir()
     kinds = set()
@@ -217,7 +202,7 @@ def test_flipped_bytes_raise_dataset_errors_naming_the_file(copy, tmp_path):
     assert "RuntimeError" in kinds  # h5py's bare RuntimeError (a B-tree signature) is among those wrapped
 
 
-def test_bad_stats_json_is_named(copy):
-    (copy / "stats.json").write_text('{"actions": {"mean": [0.1,')
+def test_bad_stats_json_is_named(touch_copy):
+    (touch_copy / "stats.json").write_text('{"actions": {"mean": [0.1,')
     with pytest.raises(DatasetError, match=r"stats.json: not valid JSON"):
-        DemoWindows(copy).action_stats()
+        DemoWindows(touch_copy).action_stats()
