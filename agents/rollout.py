@@ -178,6 +178,48 @@ def _frame(obs: dict[str, Any], key: str) -> np.ndarray:
     return frame
 
 
+class RandomAgent:
+    """Uniform random actions from the env's action space, seeded by the episode (no ``stop`` in
+    discrete navigation: it would end the episode)."""
+
+    def __init__(self, env: gym.Env, seed: int) -> None:
+        self.space = env.action_space
+        self.rng = np.random.default_rng([seed, 7])
+
+    def act(self, obs, info):
+        if isinstance(self.space, gym.spaces.Discrete):
+            return int(self.rng.integers(1, self.space.n))
+        return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
+
+
+class TakeoverAgent:
+    """Let ``driver`` act for ``steps`` steps, then hand the episode to a freshly made expert.
+    (``Job(takeover=k)`` lengthens the time limit by k steps, so the expert keeps its whole budget.)
+
+    The expert reads its phase from the simulator, so it must solve the task from wherever the
+    driver left it, unless the state is unsolvable (``Task.unsolvable``), which ``handover``
+    records: ``{"step": k, "unsolvable": reason or None}``.
+    """
+
+    def __init__(self, env: gym.Env, driver: Any, steps: int) -> None:
+        self.env, self.driver, self.steps = env, driver, steps
+        self.t, self.expert, self.handover = 0, None, None
+
+    def reset(self) -> None:
+        if hasattr(self.driver, "reset"):
+            self.driver.reset()
+
+    def act(self, obs, info):
+        self.t += 1
+        if self.t <= self.steps:
+            return self.driver.act(obs, info)
+        if self.expert is None:
+            task = self.env.unwrapped.task
+            self.expert = task.expert()
+            self.handover = {"step": self.steps, "unsolvable": task.unsolvable()}
+        return self.expert.act(obs, info)
+
+
 def _final_distance(info: dict[str, Any]) -> float | None:
     for key in ("distance_to_goal", "target_distance"):
         if key in info:
@@ -196,6 +238,8 @@ class Job:
     noise: float = 0.0
     env_kwargs: tuple = ()
     agent: str = "expert"
+    takeover: int | None = None
+    """Hand over to the expert after this many steps of ``agent`` ("random" or a policy path)."""
 
 
 # Fault injection for tests: ``VLAGYM_FAULT_EXIT_ONCE=<marker file>:<n>`` makes the process that starts its
@@ -223,13 +267,26 @@ def _fault_hook() -> None:
 
 def _run_job(job: Job) -> Episode:
     _fault_hook()
-    env = _worker_env(job.env_id, job.env_kwargs)
+    env = _worker_env(job.env_id, job.env_kwargs, job.takeover or 0)
     if job.agent == "expert":
         make = lambda e: expert_agent(e, job.noise)  # noqa: E731
+    elif job.agent == "random":
+        make = lambda e: RandomAgent(e, job.seed)  # noqa: E731
     else:
         agent = _worker_policy(job.agent)
         make = lambda e: agent  # noqa: E731
-    return run_episode(env, job.seed, make, record=job.record)
+    if job.takeover is None:
+        return run_episode(env, job.seed, make, record=job.record)
+    made: list[TakeoverAgent] = []
+
+    def make_takeover(e):
+        made.append(TakeoverAgent(e, make(e), job.takeover))
+        return made[-1]
+
+    ep = run_episode(env, job.seed, make_takeover, record=job.record)
+    # None: the episode ended before the hand-over (the driver solved it, or a discrete stop).
+    ep.info["handover"] = made[-1].handover
+    return ep
 
 
 _POLICIES: dict[str, Any] = {}
@@ -247,13 +304,15 @@ def _worker_policy(path: str):
 _ENVS: dict[tuple, gym.Env] = {}
 
 
-def _worker_env(env_id: str, kwargs: tuple) -> gym.Env:
-    """One env per (id, kwargs) per worker process, reused across episodes (reset wipes it)."""
+def _worker_env(env_id: str, kwargs: tuple, extra_steps: int = 0) -> gym.Env:
+    """One env per (id, kwargs) per worker process, reused across episodes (reset wipes it).
+    ``extra_steps`` lengthens the time limit (a hand-over gives the expert its whole budget)."""
     import vlagym  # noqa: F401  (registers ids in spawned workers)
 
-    key = (env_id, kwargs)
+    key = (env_id, kwargs, extra_steps)
     if key not in _ENVS:
-        _ENVS[key] = gym.make(env_id, **dict(kwargs))
+        limit = {"max_episode_steps": gym.spec(env_id).max_episode_steps + extra_steps} if extra_steps else {}
+        _ENVS[key] = gym.make(env_id, **limit, **dict(kwargs))
     return _ENVS[key]
 
 

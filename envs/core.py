@@ -165,6 +165,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def expert(self, noise: float = 0.0, seed: int | None = None) -> Expert: ...
 
+    def unsolvable(self) -> str | None:
+        """Why the task can no longer be solved from the current state (an object knocked off the
+        table, say), or None. The expert hand-over check counts such states apart."""
+        return None
+
 
 class RobotTaskEnv(gym.Env):
     """Base environment: see the concrete environments' docstrings for the sections."""

@@ -119,6 +119,11 @@ class Panda(Robot):
         c = self.sim.client
         return float(sum(c.getJointState(self.id, j)[0] for j in FINGER_JOINTS))
 
+    def finger_speed(self) -> float:
+        """Rate of change of ``finger_width`` in m/s (negative while closing)."""
+        c = self.sim.client
+        return float(sum(c.getJointState(self.id, j)[1] for j in FINGER_JOINTS))
+
     def _orientation(self, yaw: float):
         return self.sim.client.getQuaternionFromEuler([np.pi, 0.0, yaw])
 

@@ -146,6 +146,24 @@ class TabletopTask(Task):
         name = self.name_of(index)
         return RoleTarget(self.sim.position(name), name, self.sim.yaw(name), SYMMETRY[self.objects[index].shape])
 
+    def unsolvable(self) -> str | None:
+        """An object the task names has left the table top or the hand's reach, or a cylinder lies on its side."""
+        from vlagym.envs.tabletop.panda import WORKSPACE
+
+        for i in range(min(self.own_objects, len(self.objects))):
+            spec, pos = self.objects[i], self.sim.position(self.name_of(i))
+            if pos[2] < -0.01:
+                return f"the {spec.words()} fell off the table"
+            if not (np.all(pos[:2] >= WORKSPACE[0, :2] - 0.02) and np.all(pos[:2] <= WORKSPACE[1, :2] + 0.02)):
+                return f"the {spec.words()} is out of the hand's reach"
+            if spec.shape != "cylinder":  # a cube rests on any face; a bowl is not moved
+                continue
+            up = self.sim.client.getMatrixFromQuaternion(self.sim.client.getBasePositionAndOrientation(
+                self.sim.bodies[self.name_of(i)])[1])[8]
+            if abs(up) < 0.7:
+                return f"the {spec.words()} lies on its side"
+        return None
+
     # --- helpers ------------------------------------------------------------------------------------------
     def ee(self) -> np.ndarray:
         return self.env.robot.ee_pose()[0]

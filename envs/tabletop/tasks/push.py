@@ -135,7 +135,9 @@ class PushExpert(TabletopExpert):
     Phases: above (hover over the push point, the fingers' broad side turned to the object's
     back face) -> descend -> push (advance while steering the fingertips back behind the
     object's centre) -> lift when it slipped aside or tipped, and from lift back to above.
-    Pushing stops once the object is ``OVERSHOOT`` past the boundary.
+    Pushing stops once the object is ``OVERSHOOT`` past the boundary. The phase is read from
+    the state at every step: the fingertips low behind the object's centre push; over the
+    push point and turned they descend; low anywhere else they lift.
     """
 
     OVERSHOOT = 0.03
@@ -155,19 +157,27 @@ class PushExpert(TabletopExpert):
         yaw = self.push_yaw(d)
 
         if task.region.depth(pos) > self.OVERSHOOT:
+            self.phase = "done"
             return self.move_to([ee[0], ee[1], LIFT_CLEAR], None, CLOSE)
         # Re-approach when the fingertips are no longer behind the centre, or the object has
         # tipped onto an edge against them (letting go lays it flat again).
         slipped = abs(lateral) > 0.7 * spec.half or along > -0.5 * spec.half
-        tipped = pos[2] - spec.half > TIPPED
-        if self.phase == "push" and (slipped or tipped):
+        # Tipped against the fingers: lift and let it fall flat. Tipped and resting on its own (on
+        # an edge, against a neighbour) it is pushed as it is, which usually lays it flat.
+        tipped = pos[2] - spec.half > TIPPED and task.touching(0)
+        behind_centre = not (slipped or tipped)
+        if behind_centre and ee[2] < PUSH_Z + 0.008:
+            self.phase = "push"
+        elif (behind_centre and np.linalg.norm(ee[:2] - behind) < 0.02 and self.yaw_near(yaw, 0.1)
+              and ee[2] < spec.height + HOVER / 2 + 0.02):
+            self.phase = "descend"
+        elif ee[2] < spec.height + 0.03:
             self.phase = "lift"
+        else:
+            self.phase = "above"
         if self.phase == "lift":
-            if ee[2] < spec.height + 0.03:
-                return self.move_to([ee[0], ee[1], spec.height + HOVER], None, CLOSE)
-            self.phase = "above"
-        if self.phase in ("start", "above"):
-            self.phase = "above"
+            return self.move_to([ee[0], ee[1], spec.height + HOVER], None, CLOSE)
+        if self.phase == "above":
             target = np.array([*behind, spec.height + HOVER / 2])
             if self.near(target, 0.02) and self.yaw_near(yaw, 0.1):
                 self.phase = "descend"

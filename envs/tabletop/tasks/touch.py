@@ -81,18 +81,20 @@ class TouchTask(TabletopTask):
 
 
 class TouchExpert(TabletopExpert):
-    """Hover above the object with a closed gripper, then descend onto its top."""
+    """Hover above the object with a closed gripper, then descend onto its top.
+
+    The hand descends once it is over the object (within 2 cm of its axis) and no higher than
+    the hover point; at L5 the object to touch is the one ``task.current()`` names.
+    """
 
     def plan(self, obs, info) -> np.ndarray:
         k = self.task.current()
-        if k != getattr(self, "target", 0):  # on to the second object: hover over it first
-            self.phase = "start"
-        self.target = k
         pos, _ = self.obj(k)
         top = pos[2] + self.task.objects[k].height / 2
         above = np.array([pos[0], pos[1], top + HOVER / 2])
-        if self.phase == "start" and self.near(above, 0.02):
-            self.phase = "descend"
+        ee = self.ee()[0]
+        over = np.linalg.norm(ee[:2] - pos[:2]) < 0.02 and ee[2] < above[2] + 0.02
+        self.phase = "descend" if over else "above"
         if self.phase == "descend":
             return self.move_to([pos[0], pos[1], top - 0.02], None, CLOSE, gain=0.6)
         return self.move_to(above, None, CLOSE)
