@@ -80,10 +80,32 @@ def cmd_expert_eval(args) -> int:
 
         check_writable(args.out)
     seeds = {e: list(range(args.seed_start, args.seed_start + args.episodes)) for e in env_ids}
-    jobs = [Job(e, s, noise=args.noise, env_kwargs=kwargs) for e in env_ids for s in seeds[e]]
-    episodes = run_jobs(jobs, workers=args.workers, desc="expert-eval")
+    takeover = getattr(args, "takeover_after", None)
+    driver = "expert"
+    if takeover is not None:
+        driver = args.driver
+        if driver != "random":
+            from vlagym.agents.policy_agent import policy_env_kwargs
+
+            kwargs = tuple(sorted({**policy_env_kwargs(driver), **extra}.items()))
+    jobs = [Job(e, s, noise=args.noise, env_kwargs=kwargs, agent=driver, takeover=takeover)
+            for e in env_ids for s in seeds[e]]
+    episodes = run_jobs(jobs, workers=args.workers, desc="expert-eval" if takeover is None else "hand-over")
+    if takeover is not None:
+        from vlagym.agents.stats import handover_summary
+
+        summary = handover_summary(episodes)
+        episodes = [ep for ep in episodes if (ep.info.get("handover") or {}).get("unsolvable", "") is None]
+        seeds = {e: [ep.seed for ep in episodes if ep.env_id == e] for e in env_ids}
     report = build_report({"expert": episodes}, seeds, job="expert-eval", noise=args.noise, env_kwargs=extra)
+    if takeover is not None:
+        report["handover"] = {"after_steps": takeover, "driver": driver, "per_task": summary}
     print(to_markdown(report))
+    if takeover is not None:
+        print(f"hand-over after {takeover} steps of {driver}; success above counts solvable hand-overs only")
+        for env_id, row in summary.items():
+            print(f"  {env_id}: {row['solvable']} solvable, {row['unsolvable']} unsolvable "
+                  f"{row['reasons'] or ''}, {row['ended_before']} ended before the hand-over")
     if args.out:
         json_path, _ = write_report(report, args.out)
         print(f"report: {json_path}")
@@ -150,6 +172,52 @@ def cmd_bench(args) -> int:
                   f"{r['bytes_per_frame'] / 1024:.1f} KiB per frame on disk")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def field_docs(cls) -> dict[str, str]:
+    """A dataclass's field docstrings (the string literal under each field), by field name."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, required: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per field of dataclass ``cls``, typed by its default, its docstring as help."""
+    import dataclasses
+
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = docs.get(f.name, "").replace("%", "%%")
+        if f.name in required or f.default is dataclasses.MISSING:
+            parser.add_argument(flag, dest=f.name, required=True, help=help_text)
+            continue
+        kind = type(f.default) if f.default is not None else str
+        parser.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
+
+
+def cmd_dagger(args) -> int:
+    import dataclasses
+
+    from vlagym.experiments.dagger import DaggerConfig, dagger
+
+    cfg = DaggerConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DaggerConfig)})
+    if cfg.env is not None:
+        cfg.env = _env_ids([cfg.env])[0]
+    report = dagger(cfg)
+    print((Path(cfg.out) / "report.md").read_text())
+    print(f"report: {Path(cfg.out) / 'report.json'}; plot: {Path(cfg.out) / 'dagger.png'}; "
+          f"final policy: {report['final_policy']}")
     return 0
 
 
@@ -508,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env keyword arguments, e.g. action_mode=continuous")
     s.add_argument("--min-success", type=float, default=0.0, help="fail (exit 1) below this overall rate")
     s.add_argument("--out", default=None, help="folder for report.json and report.md")
+    s.add_argument("--takeover-after", type=COUNT, default=None, metavar="K",
+                   help="hand-over check: let --driver act for K steps, then a fresh expert from that state; "
+                        "success is counted over the hand-overs whose state is still solvable")
+    s.add_argument("--driver", default="random",
+                   help="who acts before the hand-over: random (uniform actions) or a policy run folder")
     s.set_defaults(func=cmd_expert_eval)
 
     s = sub.add_parser("record", formatter_class=fmt, help="record one rollout (policy or expert) to MP4 or GIF",
@@ -554,6 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
             b.add_argument("--config", default=None, help="training YAML config")
             b.add_argument("overrides", nargs="*", help="key=value training overrides (as for vlagym train)")
         b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("dagger", formatter_class=fmt, help="interactive imitation: roll out, expert-label, retrain",
+                       description="DAgger from a trained policy: each round rolls out the policy (mixed with the "
+                                   "expert at rate beta), labels every visited state with the scripted expert's "
+                                   "plan, retrains on all the data from the previous weights and evaluates on "
+                                   "validation seeds. Rerun the same command to resume.")
+    from vlagym.experiments.dagger import DaggerConfig
+
+    add_dataclass_args(s, DaggerConfig)
+    s.set_defaults(func=cmd_dagger)
 
     s = sub.add_parser("collect", formatter_class=fmt, help="collect expert demonstrations into HDF5",
                        description="Run the scripted expert in worker processes and keep the first N "
