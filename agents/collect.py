@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import h5py
+import numpy as np
 from tqdm import tqdm
 
 import vlagym
@@ -46,7 +47,7 @@ from vlagym.agents.dataset import (
     staged_seed,
     write_episode_file,
 )
-from vlagym.agents.rollout import _worker_env, expert_agent, run_episode
+from vlagym.agents.rollout import _worker_env, _worker_policy, expert_agent, run_episode
 
 
 @dataclass
@@ -76,6 +77,15 @@ class CollectConfig:
     level: str | None = None
     """Generalization level (``vlagym.envs.levels``) every episode is drawn at; recorded in env_args.
     The train split takes only ``train`` (or None, the union of all levels, as before levels existed)."""
+    driver: str | None = None
+    """A policy run folder that acts instead of the expert (DAgger): the expert still labels every
+    state (``expert_actions``) and acts itself with probability ``beta`` at each step."""
+    beta: float = 0.0
+    """With ``driver``: the probability that the expert's action is executed at a step."""
+    keep_failures: bool = False
+    """Keep unsuccessful episodes too (DAgger wants the states where the policy went wrong)."""
+    tags: dict[str, Any] = field(default_factory=dict)
+    """Attributes stored on every demo beside seed and instruction (DAgger: source and round)."""
 
     def __post_init__(self) -> None:
         from vlagym.envs.levels import check_level
@@ -102,15 +112,47 @@ class CollectConfig:
                              f"[{SPLIT_SEED_START[self.split]}, {SPLIT_SEED_START[self.split] + SPLIT_SIZE})")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
+        if self.driver is None and self.beta:
+            raise ValueError("beta mixes the expert into a driver policy's rollouts; it needs a driver")
+
+
+class MixedAgent:
+    """DAgger's rollout agent: ``policy`` acts, the expert labels every state with its noiseless
+    plan (``last_plan``) and its own action is executed instead with probability ``beta``."""
+
+    def __init__(self, env: gym.Env, policy, beta: float, seed: int) -> None:
+        self.expert = env.unwrapped.task.expert()
+        self.policy, self.beta = policy, beta
+        self.rng = np.random.default_rng([seed, 11])
+        self.last_plan = None
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs, info):
+        planned = self.expert.act(obs, info)
+        action = self.policy.act(obs, info)  # every step, so its frame history and action queue stay whole
+        self.last_plan = self.expert.last_plan
+        return planned if self.beta and self.rng.random() < self.beta else action
 
 
 def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, staging: str,
-                 compression: str | None) -> tuple[int, bool, int]:
-    """Worker: run one expert episode; stage it if successful. Returns (seed, success, steps)."""
+                 compression: str | None, driver: str | None = None, beta: float = 0.0,
+                 keep_failures: bool = False, tags: tuple = ()) -> tuple[int, bool, int]:
+    """Worker: run one episode (the expert's, or ``driver``'s with expert labels); stage it if it
+    succeeded or ``keep_failures``. Returns (seed, success, steps)."""
     env = _worker_env(env_id, env_kwargs)
-    ep = run_episode(env, seed, lambda e: expert_agent(e, noise), keep_trajectory=True)
-    if ep.success:
-        attrs = {"instruction": ep.instruction, "seed": seed, "success": True, "noise": noise}
+    if driver is None:
+        make = lambda e: expert_agent(e, noise)  # noqa: E731
+    else:
+        policy = _worker_policy(driver)
+        make = lambda e: MixedAgent(e, policy, beta, seed)  # noqa: E731
+    ep = run_episode(env, seed, make, keep_trajectory=True)
+    if ep.success or keep_failures:
+        attrs = {"instruction": ep.instruction, "seed": seed, "success": ep.success, "noise": noise,
+                 "source": "expert" if driver is None else "dagger", **dict(tags)}
         write_episode_file(Path(staging) / f"ep_{seed:09d}.hdf5", ep.trajectory, attrs,
                            _env_args(env_id, dict(env_kwargs)), compression)
     else:
@@ -182,6 +224,9 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
     if cfg.level is None:  # datasets from before levels existed resume unchanged
         request.pop("level")
+    for key, default in (("driver", None), ("beta", 0.0), ("keep_failures", False), ("tags", {})):
+        if request[key] == default:  # nor do those collected before DAgger existed
+            request.pop(key)
     _check_settings(root, cfg, request)
     merged = drop_merged_staged(root)
     if merged:
@@ -218,14 +263,15 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
                 if next_seed >= limit:
                     raise RuntimeError(f"ran out of {cfg.split} seeds before {cfg.episodes} successes")
                 fut = pool.submit(_collect_one, cfg.env, env_kwargs, next_seed, cfg.noise, str(staging),
-                                  cfg.compression)
+                                  cfg.compression, cfg.driver, cfg.beta, cfg.keep_failures,
+                                  tuple(sorted(cfg.tags.items())))
                 running[fut] = next_seed
                 next_seed += 1
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 seed = running.pop(fut)
                 _, success, _ = fut.result()
-                (kept if success else failed).add(seed)
+                (kept if success or cfg.keep_failures else failed).add(seed)
                 bar.n = min(len(kept), cfg.episodes)
                 bar.refresh()
                 bar.set_postfix(kept=min(len(kept), cfg.episodes), dropped=len(failed))
@@ -249,6 +295,7 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
         "format_version": _format_version(root),
         "env_args": _env_args(cfg.env, cfg.env_kwargs),
         "expert": f"{cfg.env} scripted expert",
+        **({"driver": cfg.driver, "beta": cfg.beta, "tags": cfg.tags} if cfg.driver else {}),
         "noise": cfg.noise,
         "split": cfg.split,
         "level": cfg.level,

@@ -103,6 +103,10 @@ class TrainConfig:
     """Episodes per evaluation, on validation seeds."""
     eval_env: str | None = None
     """Env id for evaluation (default: the dataset's)."""
+    init_from: str | None = None
+    """Start from this saved policy's weights (a policy folder, or a run folder: its best) instead of
+    fresh ones; its architecture and normalisation stats are kept and ``policy_overrides`` are unused.
+    DAgger retrains each round from the previous round's weights this way."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -333,6 +337,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         state = load_train_state(run / "checkpoint" / "train_state.pt", trust_pickle)
         policy = load_policy(run / "checkpoint" / "policy")
         start, best = state["step"], state["best"]
+    elif cfg.init_from:
+        policy, state = load_policy(_policy_folder(cfg.init_from)), None
     else:
         policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_data_overrides(cfg, probe.demos))
         state = None
@@ -430,6 +436,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
     if t_timed is not None and step > timed_from:
         throughput = (step - timed_from) * cfg.batch_size / max(time.perf_counter() - t_timed - paused, 1e-9)
     return _summary(run, best, loss_value, throughput)
+
+
+def _policy_folder(path: str | os.PathLike) -> Path:
+    """A policy folder itself, or a training run's ``best``."""
+    path = Path(path)
+    return path / "best" if (path / "best" / "config.json").exists() else path
 
 
 def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""Interactive imitation with the scripted experts: DAgger (``vlagym dagger``).
+
+Behavior cloning only sees the expert's own states; a policy that drifts off them was never shown
+the way back. Each DAgger round (Ross et al., 2011) rolls out the current policy (with the expert's
+action executed instead with probability ``beta``, decaying over the rounds), has the expert label
+every visited state with its noiseless plan, adds those episodes to the aggregated dataset, retrains
+from the previous weights on all of it, and evaluates on validation seeds. The experts read their
+phase from the simulator state (``vlagym.envs.tabletop.expert``), so their labels are right at
+states they never drove into.
+
+Layout of ``out``::
+
+    dagger.json               the settings; a rerun with other ones is refused, naming the keys
+    round_00/eval/            the starting policy on the validation seeds
+    round_<r>/data/           the round's rollouts, a dataset like any other (demos tagged
+                              source=dagger, round=r; failures kept: they hold the states to fix)
+    round_<r>/train/          the retrained policy (a training run; ``best`` is its final weights)
+    round_<r>/eval/           its validation report
+    report.json, report.md, dagger.png
+                              success per round and against the expert labels used so far
+
+Every phase resumes on its own (collection, training, evaluation), so killing a round and
+rerunning the same command loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text, index_demos, read_json
+
+DAGGER_SEED_START = 500_000
+"""Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
+clear of the expert demonstrations, which start at 0."""
+SETTINGS_FREE = ("workers", "threads")
+"""Settings a resumed run may change: they set speed, not results."""
+
+
+@dataclass
+class DaggerConfig:
+    """One DAgger run."""
+
+    policy: str
+    """The starting policy: a training run folder (its config.yaml gives the recipe and the data)."""
+    out: str
+    """Folder for the rounds, the aggregated data and the report."""
+    rounds: int = 3
+    """DAgger rounds after the starting policy."""
+    episodes: int = 100
+    """Rollouts per round (all kept, successful or not)."""
+    beta: float = 0.0
+    """Probability that the expert's action is executed at a step in round 1 (0: pure policy rollouts)."""
+    beta_decay: float = 0.5
+    """Round r mixes with ``beta * beta_decay ** (r - 1)``."""
+    steps: int = 1500
+    """Training steps per round, from the previous round's weights."""
+    lr: float = 1e-4
+    """Peak learning rate of each round's fine-tuning (warm-up, then cosine decay)."""
+    eval_episodes: int = 50
+    """Validation episodes per round."""
+    env: str | None = None
+    """Env id (default: the one the policy was trained on)."""
+    workers: int = 1
+    """Worker processes for rollouts and evaluation."""
+    threads: int = 0
+    """Torch threads for training (0: the training default)."""
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "episodes", "steps", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.beta <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
+            raise ValueError(f"beta and beta_decay must lie in [0, 1], got {self.beta} and {self.beta_decay}")
+
+    def beta_at(self, r: int) -> float:
+        return self.beta * self.beta_decay ** (r - 1)
+
+
+def base_train_config(run: str | Path):
+    """The starting run's TrainConfig (from its config.yaml)."""
+    from vlagym.policies.train import TrainConfig
+
+    path = Path(run) / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{run} is not a training run folder (no config.yaml); DAgger starts from one, "
+                                f"since it retrains with the run's recipe and data")
+    raw = yaml.safe_load(path.read_text())
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def _check_settings(out: Path, cfg: DaggerConfig) -> None:
+    from vlagym.agents.collect import _differences
+
+    path = out / "dagger.json"
+    wanted = {k: v for k, v in asdict(cfg).items() if k not in SETTINGS_FREE}
+    if path.exists():
+        diff = _differences(read_json(path), json.loads(json.dumps(wanted)))
+        if diff:
+            raise ValueError(f"{out} holds a DAgger run with different settings: {'; '.join(diff)}; use another "
+                             f"--out, or the same settings to resume")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(wanted, indent=2))
+
+
+def _frames(folders: list[str]) -> int:
+    return int(sum(ref.length for folder in folders for ref in index_demos(folder)))
+
+
+def dagger(cfg: DaggerConfig) -> dict[str, Any]:
+    """Run (or resume) the rounds; returns the report (also written to ``out``)."""
+    from vlagym.agents.collect import CollectConfig, collect
+    from vlagym.agents.policy_agent import policy_env_kwargs
+    from vlagym.experiments.evaluate import evaluate
+    from vlagym.experiments.report import provenance
+    from vlagym.policies.train import train
+
+    out = Path(cfg.out)
+    base = base_train_config(cfg.policy)
+    if base.labels != "expert_actions":
+        print(f"dagger: training on expert_actions (the starting run used {base.labels}): DAgger's rollouts "
+              f"store the policy's actions as `actions`, the expert's labels as `expert_actions`", file=sys.stderr)
+    start_policy = str(Path(cfg.policy) / "best")
+    env_kwargs = policy_env_kwargs(start_policy)
+    env_id = cfg.env or base.eval_env or json.loads((Path(start_policy) / "env_args.json").read_text())["env_name"]
+    _check_settings(out, cfg)
+    t0 = time.time()
+    base_data = [str(d) for d in base.data]
+    rows = [_evaluate_round(out / "round_00", start_policy, env_id, cfg, evaluate)]
+    rows[0].update(round=0, beta=None, rollouts=0, labels=_frames(base_data))
+    data, policy = list(base_data), start_policy
+    for r in range(1, cfg.rounds + 1):
+        folder = out / f"round_{r:02d}"
+        print(f"dagger: round {r}/{cfg.rounds} (beta {cfg.beta_at(r):.3g}), policy {policy}", file=sys.stderr)
+        collect(CollectConfig(env=env_id, episodes=cfg.episodes, out=str(folder / "data"), workers=cfg.workers,
+                              seed_start=DAGGER_SEED_START + (r - 1) * cfg.episodes, env_kwargs=env_kwargs,
+                              driver=policy, beta=cfg.beta_at(r), keep_failures=True,
+                              tags={"round": r}))
+        data.append(str(folder / "data"))
+        run = folder / "train"
+        tcfg = dataclasses.replace(base, data=list(data), out=str(run), steps=cfg.steps, lr=cfg.lr,
+                                   warmup_steps=min(base.warmup_steps, cfg.steps // 10), eval_every=0,
+                                   labels="expert_actions", init_from=policy,
+                                   threads=cfg.threads or base.threads, seed=base.seed + r)
+        train(tcfg, resume=(run / "config.yaml").exists())
+        policy = str(run / "best")
+        row = _evaluate_round(folder, policy, env_id, cfg, evaluate)
+        rollouts = index_demos(folder / "data")
+        row.update(round=r, beta=cfg.beta_at(r), rollouts=len(rollouts),
+                   rollout_success=sum(ref.success for ref in rollouts) / max(1, len(rollouts)),
+                   labels=_frames(data))
+        rows.append(row)
+    report = {**provenance(), "job": "dagger", "config": asdict(cfg), "env": env_id, "base_data": base_data,
+              "rounds": rows, "final_policy": policy, "wall_time_s": round(time.time() - t0, 1)}
+    write_dagger_report(report, out)
+    return report
+
+
+def _evaluate_round(folder: Path, policy: str, env_id: str, cfg: DaggerConfig, evaluate) -> dict[str, Any]:
+    rep = evaluate(policy, [env_id], cfg.eval_episodes, seed_start=SPLIT_SEED_START["val"], workers=cfg.workers,
+                   expert=False, out=str(folder / "eval"), split="val")
+    overall = rep["agents"]["policy"]["overall"]
+    return {"policy": policy, "success_rate": overall["success_rate"], "ci95": overall["success_ci95"],
+            "episodes": overall["episodes"]}
+
+
+def write_dagger_report(report: dict[str, Any], out: Path) -> None:
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    lines = [f"# DAgger on {report['env']}", "",
+             f"starting policy `{report['config']['policy']}`, {report['config']['episodes']} rollouts per round, "
+             f"{report['config']['steps']} training steps per round; success on "
+             f"{report['rounds'][0]['episodes']} validation seeds", "",
+             "| round | beta | rollouts (their success) | expert labels so far | success | 95% CI |",
+             "|---:|---:|---|---:|---:|---|"]
+    for row in report["rounds"]:
+        beta = "-" if row["beta"] is None else f"{row['beta']:.3g}"
+        rollouts = (f"{row['rollouts']} ({row['rollout_success']:.0%})" if row["rollouts"] else "-")
+        lo, hi = row["ci95"]
+        lines.append(f"| {row['round']} | {beta} | {rollouts} | {row['labels']} | {row['success_rate']:.1%} | "
+                     f"[{lo:.1%}, {hi:.1%}] |")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    plot_dagger(report, out / "dagger.png")
+
+
+def plot_dagger(report: dict[str, Any], path: Path) -> None:
+    """Validation success (with its interval) against the expert labels used, one point per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rounds"]
+    x = [row["labels"] for row in rows]
+    y = [100 * row["success_rate"] for row in rows]
+    err = [[100 * (row["success_rate"] - row["ci95"][0]) for row in rows],
+           [100 * (row["ci95"][1] - row["success_rate"]) for row in rows]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="DAgger")
+    for row, xi, yi in zip(rows, x, y):
+        ax.annotate(f"r{row['round']}", (xi, yi), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.set_xlabel("expert-labelled frames in the training data")
+    ax.set_ylabel("validation success (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"DAgger on {report['env'].split('/')[-1]}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

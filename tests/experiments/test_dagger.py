@@ -1,0 +1,90 @@
+"""``vlagym dagger``: one round on a tiny policy grows the data by exactly the rolled-out states, labelled by
+the expert; a SIGKILL mid-round resumes without loss or duplicates; changed settings are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from vlagym.agents.dataset import index_demos
+from vlagym.experiments.dagger import DAGGER_SEED_START, DaggerConfig, dagger
+from vlagym.policies.train import TrainConfig, train
+
+TINY_BCZ = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(touch_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dagger") / "bc"
+    train(TrainConfig(data=[str(touch_data)], policy="bcz", policy_overrides=TINY_BCZ, out=str(out), steps=6,
+                      batch_size=4, num_workers=0, eval_every=0, save_every=6, warmup_steps=1, threads=1,
+                      labels="expert_actions"), progress=False)
+    return out
+
+
+def _cfg(run, out, **kw) -> DaggerConfig:
+    return DaggerConfig(**{**dict(policy=str(run), out=str(out), rounds=1, episodes=2, steps=3,
+                                  eval_episodes=1, threads=1), **kw})
+
+
+def test_one_round_adds_the_rollouts_with_expert_labels(tiny_run, touch_data, tmp_path):
+    report = dagger(_cfg(tiny_run, tmp_path / "d"))
+    rollouts = index_demos(tmp_path / "d" / "round_01" / "data")
+    assert [r.seed for r in rollouts] == [DAGGER_SEED_START, DAGGER_SEED_START + 1]
+    base_frames = sum(r.length for r in index_demos(touch_data))
+    assert [row["labels"] for row in report["rounds"]] == [base_frames, base_frames + sum(r.length for r in rollouts)]
+    assert report["rounds"][1]["policy"].endswith("round_01/train/best")
+    assert (tmp_path / "d" / "dagger.png").stat().st_size > 0
+    config = (tmp_path / "d" / "round_01" / "train" / "config.yaml").read_text()
+    assert "init_from: " + str(tiny_run / "best") in config and "labels: expert_actions" in config
+
+    # Replay the first rollout: its executed actions reproduce its states, and at every one of them a
+    # freshly made expert plans exactly the stored label (the experts read their phase from the state).
+    ref = rollouts[0]
+    with h5py.File(ref.path, "r") as f:
+        demo = f["data"][ref.key]
+        actions, labels = demo["actions"][()], demo["expert_actions"][()]
+        assert demo.attrs["source"] == "dagger" and int(demo.attrs["round"]) == 1
+    env = gym.make("vlagym/TabletopTouch-v0", image_size=32)
+    obs, info = env.reset(seed=ref.seed)
+    for t in range(len(actions)):
+        expert = env.unwrapped.task.expert()
+        expert.act(obs, info)
+        np.testing.assert_allclose(expert.last_plan, labels[t], atol=1e-6, err_msg=f"step {t}")
+        obs, _, terminated, truncated, info = env.step(actions[t])
+    assert terminated or truncated
+    env.close()
+
+
+def test_changed_settings_are_refused(tiny_run, tmp_path):
+    dagger(_cfg(tiny_run, tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"different settings: episodes \(stored 2, requested 3\)"):
+        dagger(_cfg(tiny_run, tmp_path / "d", episodes=3))
+
+
+def test_sigkill_mid_round_resumes_without_loss_or_duplicates(tiny_run, tmp_path):
+    out = tmp_path / "d"
+    cmd = [sys.executable, "-m", "vlagym.experiments.cli", "dagger", "--policy", str(tiny_run), "--out", str(out),
+           "--rounds", "1", "--episodes", "6", "--steps", "3", "--eval-episodes", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    staging = out / "round_01" / "data" / "staging"
+    deadline = time.time() + 120
+    while not list(staging.glob("ep_*.hdf5")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "report.json").exists(), "the run finished before it could be killed mid-round"
+    report = dagger(_cfg(tiny_run, out, episodes=6))
+    seeds = [r.seed for r in index_demos(out / "round_01" / "data")]
+    assert seeds == list(range(DAGGER_SEED_START, DAGGER_SEED_START + 6))
+    assert report["rounds"][1]["rollouts"] == 6
+    assert json.loads((out / "dagger.json").read_text())["episodes"] == 6
