@@ -124,8 +124,10 @@ class TabletopExpert(Expert):
         - lift: both fingers hold the object;
         - close: the gripper is commanded shut, the hand is low at the object and the fingers
           have not yet met (or missed) it;
-        - descend: the hand is open, over the object's axis, turned to the grasp yaw and no
-          higher than the hover point;
+        - descend: the hand is open, over the object's axis and no higher than the hover point,
+          turned to the grasp yaw or already below the hover point (the open fingers clear the
+          object at any yaw, so a hand that came down unturned turns on the way down, rather
+          than going back up: a policy that descends early is shown the short way on);
         - above: anything else, including a closed hand that missed (it opens and rises).
         """
         if self.task.grasped(index):
@@ -140,8 +142,9 @@ class TabletopExpert(Expert):
             # stopped without both touching it (one caught on its top or edge) missed.
             closing = self.robot.finger_width() > EMPTY_WIDTH and self.fingers_moving()
             return "close" if low and off_axis < CORRIDOR and closing else "above"
-        if (off_axis < CORRIDOR and self.yaw_near(self.grasp_yaw(index), ALIGN_YAW)
-                and ee[2] < self.hover(index)[2] + 0.015):
+        hover_z = self.hover(index)[2]
+        if off_axis < CORRIDOR and ee[2] < hover_z + 0.015 and (
+                ee[2] < hover_z - 0.02 or self.yaw_near(self.grasp_yaw(index), ALIGN_YAW)):
             return "descend"
         return "above"
 
@@ -167,8 +170,9 @@ class TabletopExpert(Expert):
             self.phase = "descend"
         if self.phase == "descend":
             target = np.array([pos[0], pos[1], self.grip_z(index)])
-            if not self.near(target, 0.008):
-                return self.move_to(target, self.grasp_yaw(index))
+            yaw = self.grasp_yaw(index)
+            if not (self.near(target, 0.008) and self.yaw_near(yaw, ALIGN_YAW)):
+                return self.move_to(target, yaw)
             self.phase = "close"
         if self.phase == "close":
             # Hold still while the fingers close (drifting then rolls the object), and lift as
