@@ -354,6 +354,9 @@ class BCZFeaturesExtractor(BaseFeaturesExtractor):
 
         cfg = BCZConfig.from_dict(bcz_config)
         super().__init__(observation_space, features_dim=cfg.hidden_dim)
+        if cfg.history != 1:
+            raise ValueError(f"BCZFeaturesExtractor reads one frame per observation; this BC-Z policy stacks "
+                             f"history={cfg.history} frames (train the BC policy with history=1 to fine-tune it)")
         space = observation_space["instruction"]
         if cfg.text_encoder in ("hash", "random") and not _is_tokens(space):
             raise ValueError("a BC-Z policy with text_encoder='hash' needs token instructions (SB3Wrapper "

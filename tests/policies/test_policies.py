@@ -239,8 +239,8 @@ def test_factory_errors_and_config_validation():
         RT1Config(num_bins=1)
     with pytest.raises(ValueError, match="fusion must be one of .*, got 'mid'"):
         CLIPConfig(fusion="mid")
-    with pytest.raises(ValueError, match="history must be 1 .*, got 3"):
-        BCZConfig(history=3)
+    with pytest.raises(ValueError, match="history must be a positive integer, got 0"):
+        BCZConfig(history=0)
     with pytest.raises(ValueError, match="n_action_steps must be <= horizon"):
         BCZConfig(horizon=2, n_action_steps=5)
     with pytest.raises(ValueError, match="text_encoder must be one of"):
