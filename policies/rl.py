@@ -408,6 +408,9 @@ def init_actor_from_bcz(policy, bcz, log_std: float = -2.0) -> None:
     logit on gripper dimensions. ``log_std`` sets the initial exploration noise (small, so early samples
     stay near the BC actions).
     """
+    if bcz.config.action_classes:
+        raise ValueError("init_actor_from_bcz maps BC-Z's continuous and gripper heads onto a Gaussian actor; this "
+                         f"BC-Z policy has {bcz.config.action_classes} discrete actions")
     extractors = {id(m): m for m in (policy.features_extractor, policy.pi_features_extractor,
                                      policy.vf_features_extractor) if m is not None}
     for ext in extractors.values():

@@ -15,8 +15,10 @@ class BCZConfig(LanguageConditionedConfig):
     next ``horizon`` actions.
 
     Continuous dimensions are regressed as z-scores of the dataset's statistics with a Huber loss;
-    gripper dimensions are binary logits trained with BCE. ``act`` executes the first
-    ``n_action_steps`` actions of each prediction (1: predict every step, as the paper does).
+    gripper dimensions are binary logits trained with BCE; a discrete action space
+    (``action_classes``) gets one categorical head per step, trained with cross-entropy. ``act``
+    executes the first ``n_action_steps`` actions of each prediction (1: predict every step, as the
+    paper does).
     """
 
     type = "bcz"

@@ -4,7 +4,8 @@ The image passes through a ResNet-18 whose four stages are FiLM-conditioned on t
 embedding; average-pooled features (or spatial-softmax keypoints, ``pool="spatial_softmax"``) of each
 frame, concatenated oldest first and with normalised proprioception, feed an MLP
 trunk with two heads: continuous action dimensions (z-scores, Huber loss) and gripper logits
-(BCE), each for ``horizon`` future steps.
+(BCE), each for ``horizon`` future steps. A discrete action space has one head instead: ``n`` class
+logits per step (cross-entropy; argmax when acting).
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ class BCZPolicy(Policy):
             in_dim += (3 * r * cameras if self.heatmaps is not None else 0) + \
                 (3 * r if self.position_head is not None else 0) + (2 * r if self.yaw_head is not None else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
-        self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
-        ng = self.codec.num_gripper
-        self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
+        if cfg.action_classes:
+            self.class_head = nn.Linear(cfg.hidden_dim, cfg.horizon * cfg.action_classes)
+        else:
+            self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
+            ng = self.codec.num_gripper
+            self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
         self._cond: torch.Tensor | None = None
         self._frames: deque[torch.Tensor] = deque(maxlen=cfg.history)  # act's past frame features (F,)
 
@@ -153,7 +157,14 @@ class BCZPolicy(Policy):
         """As ``encode`` -> the MLP trunk's output ``(B, hidden_dim)``."""
         return self.encode(images, proprio, cond, extra_images)["trunk"]
 
+    def action_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Discrete actions: ``(B, hidden_dim)`` trunk features -> ``(B, horizon, action_classes)`` logits."""
+        return self.class_head(h).view(h.shape[0], self.config.horizon, self.config.action_classes)
+
     def _action_heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.action_classes:
+            raise ValueError("bcz: this policy has discrete actions; its head gives action_logits, not "
+                             "continuous z-scores and gripper logits")
         b, hor = h.shape[0], self.config.horizon
         grip = self.gripper_head(h) if self.gripper_head is not None else h.new_zeros(b, 0)
         return (
@@ -188,9 +199,12 @@ class BCZPolicy(Policy):
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         out = self._batch_encode(batch)
-        cont, grip = self._action_heads(out["trunk"])
         actions, mask = self._batch_actions(batch)
-        loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
+        if cfg.action_classes:
+            loss, logs = self.codec.class_loss(self.action_logits(out["trunk"]), actions, mask)
+        else:
+            cont, grip = self._action_heads(out["trunk"])
+            loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
         if not cfg.grounded:
             return loss, logs
         return grounding_loss(self, batch, loss, logs, out["heatmaps"], out["position"], out["yaw"])
@@ -210,6 +224,8 @@ class BCZPolicy(Policy):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.config.action_classes:
+            return self.codec.decode_classes(self.action_logits(self._batch_encode(batch)["trunk"]))
         return self.codec.decode(*self._batch_heads(batch))
 
     def reset(self) -> None:
@@ -220,7 +236,7 @@ class BCZPolicy(Policy):
     def _plan(self, frame: _Frame) -> torch.Tensor:
         if self._cond is None:
             self._cond = self.text([frame.instruction])
-        if self.config.history == 1:
+        if self.config.history == 1 and not self.config.action_classes:
             cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond,
                                     tuple(im[None] for im in frame.extra_images))
             return self.codec.decode(cont, grip)[0]
@@ -229,4 +245,6 @@ class BCZPolicy(Policy):
                                               tuple(im[None] for im in frame.extra_images))
         self._frames.append(feats[0])
         h = self.fuse(torch.stack(list(self._frames))[None], frame.proprio[None], heatmaps)["trunk"]
+        if self.config.action_classes:
+            return self.codec.decode_classes(self.action_logits(h))[0]
         return self.codec.decode(*self._action_heads(h))[0]
