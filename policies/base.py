@@ -8,7 +8,8 @@ policy acts in env units with no other file.
 
 Batch format (from ``vlagym.policies.data.DemoWindows`` and a default collate):
     ``rgb`` uint8 (B, T, 3, H, W); ``obs_mask`` bool (B, T); ``proprio`` float32 (B, T, P);
-    ``actions`` float32 (B, H, A) in env units; ``action_mask`` bool (B, H); ``instruction`` list[str].
+    ``actions`` float32 (B, H, A) in env units (discrete actions: (B, H) class labels, never normalised);
+    ``action_mask`` bool (B, H); ``instruction`` list[str].
 """
 
 from __future__ import annotations

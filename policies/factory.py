@@ -76,9 +76,9 @@ def config_from_spaces(
                       action_high=tuple(float(v) for v in action_space.high))
     if stats is None:
         logger.warning(
-            "make_policy(%r): no dataset statistics given; normalising actions by the action space's "
-            "bounds and leaving proprioception unnormalised",
+            "make_policy(%r): no dataset statistics given; %s and leaving proprioception unnormalised",
             name,
+            "discrete actions need none" if discrete else "normalising actions by the action space's bounds",
         )
     elif "proprio" not in stats and "actions" in stats:
         logger.info(
