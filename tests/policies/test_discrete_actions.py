@@ -166,7 +166,8 @@ def test_acts_on_the_discrete_navigation_env(variant):
 
 
 def test_trains_on_a_collected_discrete_dataset(tmp_path):
-    """Collect discrete NavObjectGoal demos, train BC-Z with a frame stack a few steps, act with the result."""
+    """Collect discrete NavObjectGoal demos, train BC-Z with a frame stack (and grounding heads on the goal's
+    privileged labels) a few steps, act and locate with the result."""
     import gymnasium as gym
 
     from vlagym.agents.collect import CollectConfig, collect
@@ -184,14 +185,16 @@ def test_trains_on_a_collected_discrete_dataset(tmp_path):
     cfg = TrainConfig(data=[str(data)], policy="bcz", out=str(tmp_path / "run"), steps=3, batch_size=4,
                       num_workers=0, eval_every=0, save_every=3, log_every=1, warmup_steps=1, threads=1,
                       policy_overrides={"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3,
-                                        "history": 2, "backbone_width": 8})
+                                        "history": 2, "backbone_width": 8, "heatmap_weight": 1.0,
+                                        "position_weight": 1.0})
     summary = train(cfg, progress=False)
     assert summary["final_loss"] is not None and np.isfinite(summary["final_loss"])
     policy = load_policy(summary["best_policy"])
-    assert policy.config.action_classes == 4 and policy.config.history == 2
+    assert policy.config.action_classes == 4 and policy.config.history == 2 and policy.config.roles == ("goal",)
     env = gym.make("vlagym/NavObjectGoal-v0", image_size=32)
     obs, _ = env.reset(seed=5)
     assert env.action_space.contains(policy.act(obs))
+    assert policy.locate(obs)["position"].shape == (1, 3)
     env.close()
 
 
