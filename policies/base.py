@@ -8,7 +8,8 @@ policy acts in env units with no other file.
 
 Batch format (from ``vlagym.policies.data.DemoWindows`` and a default collate):
     ``rgb`` uint8 (B, T, 3, H, W); ``obs_mask`` bool (B, T); ``proprio`` float32 (B, T, P);
-    ``actions`` float32 (B, H, A) in env units; ``action_mask`` bool (B, H); ``instruction`` list[str].
+    ``actions`` float32 (B, H, A) in env units (discrete actions: (B, H) class labels, never normalised);
+    ``action_mask`` bool (B, H); ``instruction`` list[str].
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ class PolicyConfig:
     proprio_dim: int = 6
     """Length of ``obs["proprio"]``."""
     action_dim: int = 5
-    """Length of the action vector."""
+    """Length of the action vector (1 with ``action_classes``)."""
+    action_classes: int = 0
+    """n for a ``Discrete(n)`` action space (navigation's stop/forward/left/right), 0 for a ``Box``. The
+    policy then predicts one class per step with a categorical head trained by cross-entropy on the
+    dataset's integer actions (never normalised), and ``act`` returns the argmax as a Python int.
+    ``action_low``/``action_high`` hold the first and last action, ``(start,)`` and ``(start + n - 1,)``."""
     action_low: tuple[float, ...] | None = None
     """Action space lower bounds (default -1 everywhere); predictions are clipped to them."""
     action_high: tuple[float, ...] | None = None
@@ -126,7 +132,18 @@ class PolicyConfig:
         keys = (self.image_key, *self.extra_image_keys)
         if len(set(keys)) != len(keys):
             raise _bad(self, "extra_image_keys", f"must not repeat a camera (image_key is {self.image_key!r})")
-        a = self.action_dim
+        a, n = self.action_dim, self.action_classes
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or n == 1:
+            raise _bad(self, "action_classes", "must be 0 (a Box action space) or n >= 2 (Discrete(n))")
+        if n:
+            if a != 1:
+                raise _bad(self, "action_dim", f"must be 1 with discrete actions (action_classes={n})")
+            if self.gripper_dims:
+                raise _bad(self, "gripper_dims", "must be () with discrete actions")
+            if self.action_low is None:
+                self.action_low = (0.0,) if self.action_high is None else (float(self.action_high[0]) - n + 1,)
+            if self.action_high is None:
+                self.action_high = (float(self.action_low[0]) + n - 1,)
         self.action_low = tuple(
             float(v) for v in (self.action_low if self.action_low is not None else [-1.0] * a)
         )
@@ -139,6 +156,9 @@ class PolicyConfig:
                 raise _bad(self, name, f"must be {a} finite numbers")
         if any(lo >= hi for lo, hi in zip(self.action_low, self.action_high, strict=True)):
             raise _bad(self, "action_high", f"must exceed action_low {self.action_low} everywhere")
+        if n and (not float(self.action_low[0]).is_integer() or self.action_high[0] - self.action_low[0] != n - 1):
+            raise _bad(self, "action_high", f"must be action_low + {n - 1} with {n} discrete actions starting at an "
+                                            f"integer (action_low={self.action_low})")
         dims = tuple(int(d) % a if -a <= int(d) < a else int(d) for d in self.gripper_dims)
         if any(not 0 <= d < a for d in dims) or len(set(dims)) != len(dims):
             raise _bad(self, "gripper_dims", f"must be distinct indices into {a} action dimensions")
@@ -280,9 +300,10 @@ class Policy(nn.Module, abc.ABC):
         self._instruction = None
 
     @torch.no_grad()
-    def act(self, obs: dict[str, Any]) -> np.ndarray:
+    def act(self, obs: dict[str, Any]) -> np.ndarray | int:
         """One env observation (``rgb`` uint8 HxWx3, ``instruction`` str, ``proprio`` float32) ->
-        float32 action in env units. A new instruction starts a new history."""
+        float32 action in env units, or with ``action_classes`` the discrete action as a Python int.
+        A new instruction starts a new history."""
         frame = self._parse_obs(obs)
         if frame.instruction != self._instruction:
             self.reset()
@@ -297,7 +318,10 @@ class Policy(nn.Module, abc.ABC):
                 if was_training:
                     self.train()
             self._queue.extend(chunk[: self.config.n_action_steps].float().cpu().numpy())
-        return self._queue.popleft().astype(np.float32)
+        action = self._queue.popleft()
+        if self.config.action_classes:
+            return int(round(float(action[0])))
+        return action.astype(np.float32)
 
     @abc.abstractmethod
     def _plan(self, frame: _Frame) -> torch.Tensor:
@@ -366,8 +390,13 @@ class Policy(nn.Module, abc.ABC):
         return images.to(self.device)
 
     def _batch_actions(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``horizon`` actions and their mask: (B, horizon, A), bool (B, horizon)."""
+        """The first ``horizon`` actions and their mask: (B, horizon, A), bool (B, horizon).
+
+        Discrete actions are stored one number per step, so their windows come as (B, horizon): they gain
+        the A = 1 axis here."""
         actions = batch["actions"]
+        if actions.dim() == 2 and self.config.action_dim == 1:
+            actions = actions.unsqueeze(-1)
         mask = batch.get("action_mask")
         if mask is None:
             mask = torch.ones(actions.shape[:2], dtype=torch.bool)

@@ -66,7 +66,8 @@ class DemoWindows(Dataset):
 
     Each item is a dict:
         ``<image_key>``: uint8 (history, 3, H, W); ``obs_mask``: bool (history,);
-        ``proprio``: float32 (history, P); ``actions``: float32 (horizon, A);
+        ``proprio``: float32 (history, P); ``actions``: float32 (horizon, A), or (horizon,) for a
+        ``Discrete`` env's actions, stored one number per step;
         ``action_mask``: bool (horizon,); ``instruction``: str; ``index``: (demo, t);
         ``labels/<key>`` for each of ``label_keys``: its value at step t (float32, or bool for visibility).
     """

@@ -45,8 +45,9 @@ def config_from_spaces(
     """The policy's default config with the env's shapes and bounds, the dataset's statistics and
     any field overrides."""
     cls = _policy_class(name).config_class
-    if not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1:
-        raise ValueError(f"{name} needs a 1-D Box action space, got {action_space}")
+    discrete = isinstance(action_space, spaces.Discrete)
+    if not discrete and (not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1):
+        raise ValueError(f"{name} needs a 1-D Box or a Discrete action space, got {action_space}")
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"{name} needs a Dict observation space, got {observation_space}")
     image_key = overrides.get("image_key", "rgb")
@@ -64,25 +65,27 @@ def config_from_spaces(
         if observation_space[key].shape != image.shape:
             raise ValueError(f"camera {key!r} has shape {observation_space[key].shape}, {image_key!r} has "
                              f"{image.shape}; every camera of a policy must have the same size")
-    fields = {
-        "image_size": tuple(int(s) for s in image.shape[:2]),
-        "proprio_dim": int(np.prod(proprio.shape)),
-        "action_dim": int(action_space.shape[0]),
-        "action_low": tuple(float(v) for v in action_space.low),
-        "action_high": tuple(float(v) for v in action_space.high),
-    }
+    fields = {"image_size": tuple(int(s) for s in image.shape[:2]), "proprio_dim": int(np.prod(proprio.shape))}
+    if discrete:  # one categorical action: class k is the env's action start + k
+        n, start = int(action_space.n), int(action_space.start)
+        fields.update(action_dim=1, action_classes=n, action_low=(float(start),),
+                      action_high=(float(start + n - 1),), gripper_dims=())
+    else:
+        fields.update(action_dim=int(action_space.shape[0]),
+                      action_low=tuple(float(v) for v in action_space.low),
+                      action_high=tuple(float(v) for v in action_space.high))
     if stats is None:
         logger.warning(
-            "make_policy(%r): no dataset statistics given; normalising actions by the action space's "
-            "bounds and leaving proprioception unnormalised",
+            "make_policy(%r): no dataset statistics given; %s and leaving proprioception unnormalised",
             name,
+            "discrete actions need none" if discrete else "normalising actions by the action space's bounds",
         )
     elif "proprio" not in stats and "actions" in stats:
         logger.info(
             "make_policy(%r): statistics hold no proprio entry; proprioception stays unnormalised", name
         )
     default_grip = next(f.default for f in dataclasses.fields(cls) if f.name == "gripper_dims")
-    if "gripper_dims" not in overrides and any(d >= fields["action_dim"] for d in default_grip):
+    if not discrete and "gripper_dims" not in overrides and any(d >= fields["action_dim"] for d in default_grip):
         # The default names the tabletop Panda's gripper; an env without that dimension has none.
         logger.info(
             "make_policy(%r): %d-d actions, so no gripper dimensions (pass gripper_dims= to set some)",
@@ -108,7 +111,8 @@ def make_policy(
 
     Args:
         name: ``"rt1"``, ``"bcz"`` or ``"clip"``.
-        observation_space, action_space: the env's spaces (image size, proprio length, action bounds).
+        observation_space, action_space: the env's spaces (image size, proprio length, action bounds); a
+            ``Discrete(n)`` action space gives a policy with a categorical head (``config.action_classes``).
         stats: a dataset's stats.json (``{"actions": ..., "proprio": ...}``), or
             ``DemoWindows.action_stats()`` (actions only).
         **overrides: config fields, e.g. ``text_encoder="hash"``, ``fusion="late"``.

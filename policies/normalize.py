@@ -6,7 +6,8 @@ and acts in env units with no other file.
 
 * ``ProprioNormalizer``: ``(p - mean) / std``.
 * ``ActionCodec``: continuous dimensions as z-scores (BC-Z, CLIP fusion), gripper dimensions as
-  binary targets, and RT-1's 256 uniform bins per dimension over the data's [min, max].
+  binary targets, and RT-1's 256 uniform bins per dimension over the data's [min, max]; a
+  ``Discrete(n)`` action as its class index (no statistics touch it).
 """
 
 from __future__ import annotations
@@ -59,13 +60,15 @@ class ActionCodec(nn.Module):
         low, high: the action space's bounds; decoded actions are clipped to them.
         gripper_dims: dimensions that are binary open/close commands.
         gripper_threshold: a gripper value >= this counts as "closed" (target 1).
+        num_classes: n for a ``Discrete(n)`` space (one action dimension, actions ``low .. low + n - 1``);
+            0 for a continuous one.
     """
 
     @classmethod
     def from_config(cls, cfg) -> ActionCodec:
         """The codec a policy config describes (its action stats, bounds and gripper dimensions)."""
         return cls(cfg.stats["actions"], list(cfg.action_low), list(cfg.action_high), cfg.gripper_dims,
-                   cfg.gripper_threshold)
+                   cfg.gripper_threshold, cfg.action_classes)
 
     def __init__(
         self,
@@ -74,10 +77,15 @@ class ActionCodec(nn.Module):
         high: list[float],
         gripper_dims: tuple[int, ...] = (),
         gripper_threshold: float = 0.0,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         dim = len(low)
+        if num_classes and (dim != 1 or gripper_dims):
+            raise ValueError(f"discrete actions ({num_classes} classes) have one dimension and no gripper, got "
+                             f"{dim} dimensions and gripper_dims={tuple(gripper_dims)}")
         self.action_dim = dim
+        self.num_classes = int(num_classes)
         self.gripper_dims = tuple(gripper_dims)
         self.continuous_dims = tuple(i for i in range(dim) if i not in self.gripper_dims)
         self.gripper_threshold = float(gripper_threshold)
@@ -172,3 +180,40 @@ class ActionCodec(nn.Module):
         """Inverse of ``to_bins`` (bin ``k`` decodes to ``min + k / (num_bins - 1) * (max - min)``)."""
         out = self.amin + bins.float() / (num_bins - 1) * (self.amax - self.amin)
         return torch.maximum(torch.minimum(out, self.high), self.low)
+
+    # --- discrete actions (Discrete(n)) --------------------------------------------------------------------
+    def class_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(..., 1)`` env-unit discrete actions -> long ``(...)`` class indices in [0, n).
+
+        Raises ``ValueError`` on a label that is not one of the n actions (a continuous dataset fed to a
+        discrete policy, or the wrong env's data), which cross-entropy would otherwise report obscurely."""
+        k = actions[..., 0].float() - self.low[0]
+        idx = torch.round(k).long()
+        bad = (idx < 0) | (idx >= self.num_classes) | ((k - idx).abs() > 1e-3)
+        if bad.any():
+            value = float(actions[..., 0][bad][0])
+            raise ValueError(f"action label {value:g} is not one of the {self.num_classes} discrete actions "
+                             f"{float(self.low[0]):g}..{float(self.high[0]):g}; is the dataset from the "
+                             "env's discrete action mode?")
+        return idx
+
+    def from_classes(self, idx: torch.Tensor) -> torch.Tensor:
+        """Long ``(...)`` class indices -> ``(..., 1)`` float env-unit actions."""
+        return (self.low[0] + idx.float()).unsqueeze(-1)
+
+    def decode_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., n)`` logits -> ``(..., 1)`` env-unit actions: the most likely class (greedy)."""
+        return self.from_classes(logits.argmax(-1))
+
+    def class_loss(self, logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of ``(B, H, n)`` logits against ``(B, H, 1)`` env-unit discrete actions over the real
+        (unpadded) steps of bool ``mask`` ``(B, H)``; logs ``ce``, ``class_acc`` and ``loss``."""
+        logits = logits.float()  # autocast may give bf16
+        target = self.class_targets(actions)
+        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+        m = mask.float()
+        steps = m.sum().clamp_min(1.0)
+        loss = (ce * m).sum() / steps
+        acc = ((logits.argmax(-1) == target).float() * m).sum() / steps
+        return loss, {"ce": float(loss.detach()), "class_acc": float(acc), "loss": float(loss.detach())}

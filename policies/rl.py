@@ -354,6 +354,9 @@ class BCZFeaturesExtractor(BaseFeaturesExtractor):
 
         cfg = BCZConfig.from_dict(bcz_config)
         super().__init__(observation_space, features_dim=cfg.hidden_dim)
+        if cfg.history != 1:
+            raise ValueError(f"BCZFeaturesExtractor reads one frame per observation; this BC-Z policy stacks "
+                             f"history={cfg.history} frames (train the BC policy with history=1 to fine-tune it)")
         space = observation_space["instruction"]
         if cfg.text_encoder in ("hash", "random") and not _is_tokens(space):
             raise ValueError("a BC-Z policy with text_encoder='hash' needs token instructions (SB3Wrapper "
@@ -405,6 +408,9 @@ def init_actor_from_bcz(policy, bcz, log_std: float = -2.0) -> None:
     logit on gripper dimensions. ``log_std`` sets the initial exploration noise (small, so early samples
     stay near the BC actions).
     """
+    if bcz.config.action_classes:
+        raise ValueError("init_actor_from_bcz maps BC-Z's continuous and gripper heads onto a Gaussian actor; this "
+                         f"BC-Z policy has {bcz.config.action_classes} discrete actions")
     extractors = {id(m): m for m in (policy.features_extractor, policy.pi_features_extractor,
                                      policy.vf_features_extractor) if m is not None}
     for ext in extractors.values():

@@ -10,18 +10,28 @@ from vlagym.policies.base import LanguageConditionedConfig, _bad
 
 @dataclass
 class BCZConfig(LanguageConditionedConfig):
-    """BC-Z (Jang et al. 2021): a FiLM-conditioned ResNet-18 on the current image, its pooled
-    features with proprioception into MLP heads that predict the next ``horizon`` actions.
+    """BC-Z (Jang et al. 2021): a FiLM-conditioned ResNet-18 on the current image (or a stack of the
+    last ``history`` images), its pooled features with proprioception into MLP heads that predict the
+    next ``horizon`` actions.
 
     Continuous dimensions are regressed as z-scores of the dataset's statistics with a Huber loss;
-    gripper dimensions are binary logits trained with BCE. ``act`` executes the first
-    ``n_action_steps`` actions of each prediction (1: predict every step, as the paper does).
+    gripper dimensions are binary logits trained with BCE; a discrete action space
+    (``action_classes``) gets one categorical head per step, trained with cross-entropy. ``act``
+    executes the first ``n_action_steps`` actions of each prediction (1: predict every step, as the
+    paper does).
     """
 
     type = "bcz"
 
     history: int = 1
-    """BC-Z conditions on the current image only."""
+    """Frames per decision, ending at the current one (1: the paper's current image only). With k > 1
+    every frame goes through the same encoder and the k pooled feature vectors are concatenated, oldest
+    first, before proprioception and the MLP trunk: a frame stack in feature space. Concatenation keeps
+    the frames' order explicit, adds only the trunk's first layer's inputs, trains as fast per frame as
+    the single-frame model and is exactly it at k = 1; a GRU would need state carried across windows.
+    Slots before the episode's first frame (``obs_mask`` false) contribute zeros, in training and in
+    ``act``, which keeps the last k frames' features and clears them on ``reset``. For navigation, where
+    the goal leaves the camera's view as the robot turns."""
     horizon: int = 10
     """Future actions predicted per step (the paper's 10)."""
     pretrained_backbone: str | None = None
@@ -51,8 +61,6 @@ class BCZConfig(LanguageConditionedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.history != 1:
-            raise _bad(self, "history", "must be 1 (BC-Z reads the current image only)")
         p = self.pretrained_backbone
         if p is not None and not Path(p).exists():
             raise _bad(self, "pretrained_backbone", "must be None or an existing file")

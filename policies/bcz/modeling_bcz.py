@@ -1,14 +1,16 @@
-"""BC-Z: one image and an instruction to a chunk of future actions.
+"""BC-Z: one image (or a stack of the last ``history``) and an instruction to a chunk of future actions.
 
 The image passes through a ResNet-18 whose four stages are FiLM-conditioned on the instruction
-embedding; average-pooled features (or spatial-softmax keypoints, ``pool="spatial_softmax"``),
-concatenated with normalised proprioception, feed an MLP
+embedding; average-pooled features (or spatial-softmax keypoints, ``pool="spatial_softmax"``) of each
+frame, concatenated oldest first and with normalised proprioception, feed an MLP
 trunk with two heads: continuous action dimensions (z-scores, Huber loss) and gripper logits
-(BCE), each for ``horizon`` future steps.
+(BCE), each for ``horizon`` future steps. A discrete action space has one head instead: ``n`` class
+logits per step (cross-entropy; argmax when acting).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import torch
@@ -41,9 +43,10 @@ class BCZPolicy(Policy):
         self.extra_backbones = nn.ModuleList(e[0] for e in extra)
         self.extra_pools = nn.ModuleList(e[1] or nn.Identity() for e in extra)
         feat_dim *= 1 + len(extra)
+        self.frame_dim = feat_dim
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
         self.codec = ActionCodec.from_config(cfg)
-        in_dim = feat_dim + (cfg.proprio_dim if cfg.use_proprio else 0)
+        in_dim = cfg.history * feat_dim + (cfg.proprio_dim if cfg.use_proprio else 0)
         r, cameras = len(cfg.roles), 1 + len(extra)
         self.heatmaps = None
         if cfg.heatmap_weight > 0:
@@ -55,10 +58,14 @@ class BCZPolicy(Policy):
             in_dim += (3 * r * cameras if self.heatmaps is not None else 0) + \
                 (3 * r if self.position_head is not None else 0) + (2 * r if self.yaw_head is not None else 0)
         self.trunk = mlp(in_dim, cfg.hidden_dim, cfg.num_hidden_layers, cfg.dropout)
-        self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
-        ng = self.codec.num_gripper
-        self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
+        if cfg.action_classes:
+            self.class_head = nn.Linear(cfg.hidden_dim, cfg.horizon * cfg.action_classes)
+        else:
+            self.continuous_head = nn.Linear(cfg.hidden_dim, cfg.horizon * self.codec.num_continuous)
+            ng = self.codec.num_gripper
+            self.gripper_head = nn.Linear(cfg.hidden_dim, cfg.horizon * ng) if ng else None
         self._cond: torch.Tensor | None = None
+        self._frames: deque[torch.Tensor] = deque(maxlen=cfg.history)  # act's past frame features (F,)
 
     def _encoder(self, cfg: BCZConfig, load_pretrained: bool) -> tuple[nn.Module, nn.Module | None, int]:
         backbone = FiLMResNet18(
@@ -85,20 +92,56 @@ class BCZPolicy(Policy):
         feats = fmap.mean(dim=(2, 3)) if pool is None or isinstance(pool, nn.Identity) else pool(fmap)
         return feats, hm
 
-    def encode(
-        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
-        extra_images: tuple[torch.Tensor, ...] = (),
-    ) -> dict[str, Any]:
-        """uint8 ``(B, 3, H, W)`` images (and one more per extra camera), raw ``(B, P)`` proprio,
-        ``(B, D)`` instruction embedding -> ``trunk`` ``(B, hidden_dim)``, ``heatmaps`` (one
-        ``RoleHeatmap`` output per camera, or none), ``position`` ``(B, R, 3)`` and ``yaw`` ``(B, R, 2)``
-        (each None without its head)."""
+    def frame_features(
+        self, images: torch.Tensor, cond: torch.Tensor, extra_images: tuple[torch.Tensor, ...] = ()
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """uint8 ``(N, 3, H, W)`` frames (and one more per extra camera), ``(N, D)`` instruction embedding ->
+        every camera's pooled features joined, ``(N, frame_dim)``, and the heatmap heads' outputs."""
         if len(extra_images) != len(self.extra_backbones):
             raise ValueError(f"bcz: got {len(extra_images)} extra camera images, config.extra_image_keys has "
                              f"{len(self.extra_backbones)}")
         outs = [self._features(i, im, cond) for i, im in enumerate((images, *extra_images))]
-        feats = torch.cat([f for f, _ in outs], dim=-1)
-        heatmaps = [hm for _, hm in outs if hm is not None]
+        return torch.cat([f for f, _ in outs], dim=-1), [hm for _, hm in outs if hm is not None]
+
+    def encode(
+        self, images: torch.Tensor, proprio: torch.Tensor, cond: torch.Tensor,
+        extra_images: tuple[torch.Tensor, ...] = (), obs_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """uint8 ``(B, T, 3, H, W)`` frames ending at the current one, ``T = config.history`` (or
+        ``(B, 3, H, W)``: the current frame alone, earlier ones absent), the same per extra camera, raw
+        ``(B, P)`` proprio of the current step, ``(B, D)`` instruction embedding, bool ``(B, T)`` real-frame
+        mask (default all real) -> ``trunk`` ``(B, hidden_dim)``, ``heatmaps`` (one ``RoleHeatmap`` output per
+        camera on the current frame, or none), ``position`` ``(B, R, 3)`` and ``yaw`` ``(B, R, 2)`` (each None
+        without its head)."""
+        if images.dim() == 4:
+            images, extra_images = images[:, None], tuple(im[:, None] for im in extra_images)
+        b, t = images.shape[:2]
+        if t == 1:
+            feats, heatmaps = self.frame_features(images[:, 0], cond, tuple(im[:, 0] for im in extra_images))
+            feats = feats[:, None]
+        else:
+            feats, heatmaps = self.frame_features(images.flatten(0, 1), cond.repeat_interleave(t, dim=0),
+                                                  tuple(im.flatten(0, 1) for im in extra_images))
+            feats = feats.unflatten(0, (b, t))
+            heatmaps = [{k: v.unflatten(0, (b, t))[:, -1] for k, v in hm.items()} for hm in heatmaps]
+        return self.fuse(feats, proprio, heatmaps, obs_mask)
+
+    def fuse(
+        self, feats: torch.Tensor, proprio: torch.Tensor, heatmaps: list[dict[str, torch.Tensor]],
+        obs_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """``(B, T, frame_dim)`` frame features ending at the current frame (``T <= history``: missing older
+        slots are absent) with the current step's proprio and heatmaps -> ``encode``'s outputs."""
+        k = self.config.history
+        b, t = feats.shape[:2]
+        if t > k:
+            raise ValueError(f"bcz: {t} frames per sample, config.history is {k}")
+        if k > 1:  # absent frames (before the episode's start, or not given) contribute zeros
+            mask = torch.ones(b, t, dtype=torch.bool, device=feats.device) if obs_mask is None else obs_mask
+            feats = feats * mask.to(feats.device, feats.dtype)[..., None]
+            if t < k:
+                feats = torch.cat([feats.new_zeros(b, k - t, feats.shape[-1]), feats], dim=1)
+        feats = feats.flatten(1)
         if self.config.use_proprio:
             feats = torch.cat([feats, self.proprio_norm(proprio)], dim=-1)
         position = self.position_head(feats) if self.position_head is not None else None
@@ -114,7 +157,14 @@ class BCZPolicy(Policy):
         """As ``encode`` -> the MLP trunk's output ``(B, hidden_dim)``."""
         return self.encode(images, proprio, cond, extra_images)["trunk"]
 
+    def action_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Discrete actions: ``(B, hidden_dim)`` trunk features -> ``(B, horizon, action_classes)`` logits."""
+        return self.class_head(h).view(h.shape[0], self.config.horizon, self.config.action_classes)
+
     def _action_heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.action_classes:
+            raise ValueError("bcz: this policy has discrete actions; its head gives action_logits, not "
+                             "continuous z-scores and gripper logits")
         b, hor = h.shape[0], self.config.horizon
         grip = self.gripper_head(h) if self.gripper_head is not None else h.new_zeros(b, 0)
         return (
@@ -131,10 +181,17 @@ class BCZPolicy(Policy):
         return self._action_heads(self.trunk_features(images, proprio, cond, extra_images))
 
     def _batch_encode(self, batch: dict[str, Any]) -> dict[str, Any]:
-        images = self._batch_images(batch)[:, -1]  # the current frame
-        extras = tuple(self._batch_images(batch, k)[:, -1] for k in self.config.extra_image_keys)
+        k = self.config.history
+        images = self._batch_images(batch)
+        if images.shape[1] < k:
+            raise ValueError(f"bcz: batch holds {images.shape[1]} frames per sample, config.history is {k}; "
+                             f"build DemoWindows with history={k}")
+        images = images[:, -k:]  # the current frame and the k - 1 before it
+        extras = tuple(self._batch_images(batch, key)[:, -k:] for key in self.config.extra_image_keys)
         proprio = batch["proprio"][:, -1].to(self.device, torch.float32)
-        return self.encode(images, proprio, self.text(list(batch["instruction"])), extras)
+        mask = batch.get("obs_mask")
+        mask = mask[:, -k:].to(self.device) if mask is not None and k > 1 else None
+        return self.encode(images, proprio, self.text(list(batch["instruction"])), extras, mask)
 
     def _batch_heads(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return self._action_heads(self._batch_encode(batch)["trunk"])
@@ -142,9 +199,12 @@ class BCZPolicy(Policy):
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         out = self._batch_encode(batch)
-        cont, grip = self._action_heads(out["trunk"])
         actions, mask = self._batch_actions(batch)
-        loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
+        if cfg.action_classes:
+            loss, logs = self.codec.class_loss(self.action_logits(out["trunk"]), actions, mask)
+        else:
+            cont, grip = self._action_heads(out["trunk"])
+            loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
         if not cfg.grounded:
             return loss, logs
         return grounding_loss(self, batch, loss, logs, out["heatmaps"], out["position"], out["yaw"])
@@ -164,15 +224,27 @@ class BCZPolicy(Policy):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.config.action_classes:
+            return self.codec.decode_classes(self.action_logits(self._batch_encode(batch)["trunk"]))
         return self.codec.decode(*self._batch_heads(batch))
 
     def reset(self) -> None:
         super().reset()
         self._cond = None
+        self._frames.clear()
 
     def _plan(self, frame: _Frame) -> torch.Tensor:
         if self._cond is None:
             self._cond = self.text([frame.instruction])
-        cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond,
-                                tuple(im[None] for im in frame.extra_images))
-        return self.codec.decode(cont, grip)[0]
+        if self.config.history == 1 and not self.config.action_classes:
+            cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond,
+                                    tuple(im[None] for im in frame.extra_images))
+            return self.codec.decode(cont, grip)[0]
+        # Each frame is encoded once, when it arrives; the instruction (hence FiLM) is fixed until reset.
+        feats, heatmaps = self.frame_features(frame.image[None], self._cond,
+                                              tuple(im[None] for im in frame.extra_images))
+        self._frames.append(feats[0])
+        h = self.fuse(torch.stack(list(self._frames))[None], frame.proprio[None], heatmaps)["trunk"]
+        if self.config.action_classes:
+            return self.codec.decode_classes(self.action_logits(h))[0]
+        return self.codec.decode(*self._action_heads(h))[0]

@@ -2,8 +2,9 @@
 
 The towers come from ``open_clip.create_model`` (any architecture; a tiny one by default) and are
 trained with the policy. The head predicts ``horizon`` future actions: continuous dimensions as
-z-scores (Huber loss), gripper dimensions as logits (BCE), as in BC-Z. With late or cross fusion
-an optional CLIP contrastive loss ties each image to its instruction.
+z-scores (Huber loss), gripper dimensions as logits (BCE), as in BC-Z; a discrete action space as n
+class logits per step (cross-entropy, argmax when acting). With late or cross fusion an optional CLIP
+contrastive loss ties each image to its instruction.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class CLIPPolicy(Policy):
         self.proprio_norm = ProprioNormalizer(cfg.stats["proprio"])
         self.codec = ActionCodec.from_config(cfg)
         embed_dim = int(visual.output_dim)  # open_clip gives both towers' projections this width
-        out_dim = self.codec.num_continuous + self.codec.num_gripper
+        out_dim = cfg.action_classes or self.codec.num_continuous + self.codec.num_gripper
         p = cfg.proprio_dim if cfg.use_proprio else 0
         if cfg.fusion == "early":
             width = visual.transformer.width
@@ -215,7 +216,8 @@ class CLIPPolicy(Policy):
         self, images: torch.Tensor, proprio: torch.Tensor, text: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> continuous z-scores ``(B, horizon, Ac)``, gripper logits ``(B, horizon, Ag)``, and the pooled
-        image and text embeddings (for the contrastive loss)."""
+        image and text embeddings (for the contrastive loss). With discrete actions the first is the class
+        logits ``(B, horizon, n)`` and the second is empty."""
         cfg = self.config
         text_pooled, text_tokens, text_pad = text
         b = images.shape[0]
@@ -243,7 +245,7 @@ class CLIPPolicy(Policy):
             if cfg.use_proprio:
                 feats.append(prop)
             raw = self.head(self.trunk(torch.cat(feats, -1))).view(b, cfg.horizon, -1)
-        nc = self.codec.num_continuous
+        nc = cfg.action_classes or self.codec.num_continuous
         return raw[..., :nc], raw[..., nc:], img_pooled, text_pooled
 
     def contrastive_loss(
@@ -267,7 +269,10 @@ class CLIPPolicy(Policy):
         cont, grip, img, txt = self._batch_heads(batch)
         actions, mask = self._batch_actions(batch)
         cfg = self.config
-        loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
+        if cfg.action_classes:
+            loss, logs = self.codec.class_loss(cont, actions, mask)
+        else:
+            loss, logs = self.codec.chunk_loss(cont, grip, actions, mask, cfg.huber_delta, cfg.gripper_weight)
         if cfg.contrastive_weight > 0 and cfg.fusion != "early":
             con = self.contrastive_loss(img, txt, list(batch["instruction"]))
             loss = loss + cfg.contrastive_weight * con
@@ -277,6 +282,11 @@ class CLIPPolicy(Policy):
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         cont, grip, _, _ = self._batch_heads(batch)
+        return self._decode(cont, grip)
+
+    def _decode(self, cont: torch.Tensor, grip: torch.Tensor) -> torch.Tensor:
+        if self.config.action_classes:
+            return self.codec.decode_classes(cont)
         return self.codec.decode(cont, grip)
 
     def reset(self) -> None:
@@ -287,4 +297,4 @@ class CLIPPolicy(Policy):
         if self._text_cache is None:  # the instruction is fixed within an episode
             self._text_cache = self.encode_text([frame.instruction])
         cont, grip, _, _ = self.heads(frame.image[None], frame.proprio[None], self._text_cache)
-        return self.codec.decode(cont, grip)[0]
+        return self._decode(cont, grip)[0]

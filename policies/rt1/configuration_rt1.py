@@ -49,7 +49,8 @@ class RT1Config(LanguageConditionedConfig):
     dropout: float = 0.1
     """Dropout in the Transformer."""
     num_bins: int = 256
-    """Uniform bins per action dimension over the data's [min, max] (the paper's 256)."""
+    """Uniform bins per action dimension over the data's [min, max] (the paper's 256); unused with discrete
+    actions (``action_classes``), whose one token is classified into the env's n actions."""
     sample: bool = False
     """Sample action bins from the softmax instead of taking the argmax."""
     temperature: float = 1.0

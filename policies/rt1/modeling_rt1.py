@@ -5,7 +5,8 @@ instruction embedding; a 1x1 conv projects the final feature map to ``d_model`` 
 reduces it to 8 tokens. The tokens of the last 6 images (48) are followed by one token per action
 dimension (zeros plus their position embedding, as in RT-1's implementation), and a decoder-only
 Transformer with causal masking reads the sequence; each action token's output is classified
-into 256 bins, uniform over the data's [min, max] of that dimension.
+into 256 bins, uniform over the data's [min, max] of that dimension. A discrete action space
+(``action_classes`` n) has one action token, classified into its n actions.
 
 At inference the tokens of past frames are cached, so each ``act`` encodes one new image.
 """
@@ -95,7 +96,7 @@ class RT1Policy(Policy):
         self.transformer = nn.TransformerEncoder(
             layer, cfg.num_layers, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False
         )
-        self.head = nn.Linear(cfg.d_model, cfg.num_bins)
+        self.head = nn.Linear(cfg.d_model, cfg.action_classes or cfg.num_bins)
         self.codec = ActionCodec.from_config(cfg)
         self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
         self._tokens: deque[torch.Tensor] = deque(maxlen=cfg.history)
@@ -136,7 +137,8 @@ class RT1Policy(Policy):
         return tokens, aux
 
     def action_logits(self, tokens: torch.Tensor, obs_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, T, S, d)`` image tokens and bool ``(B, T)`` real-frame mask -> ``(B, A, num_bins)``.
+        """``(B, T, S, d)`` image tokens and bool ``(B, T)`` real-frame mask -> ``(B, A, num_bins)`` (discrete
+        actions: ``(B, 1, action_classes)``).
 
         Padded frames are hidden from every other token; each token may always attend to itself,
         so no attention row is empty.
@@ -158,13 +160,16 @@ class RT1Policy(Policy):
         return self.head(out[:, -a:])
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(..., A, num_bins)`` logits -> ``(..., A)`` actions in env units (argmax, or sampled)."""
+        """``(..., A, num_bins)`` logits -> ``(..., A)`` actions in env units (argmax, or sampled); discrete
+        actions: ``(..., 1, n)`` -> ``(..., 1)``."""
         cfg = self.config
         if cfg.sample:
             probs = (logits / cfg.temperature).softmax(-1)
-            bins = torch.multinomial(probs.reshape(-1, cfg.num_bins), 1).reshape(probs.shape[:-1])
+            bins = torch.multinomial(probs.reshape(-1, logits.shape[-1]), 1).reshape(probs.shape[:-1])
         else:
             bins = logits.argmax(-1)
+        if cfg.action_classes:
+            return self.codec.from_classes(bins[..., 0])
         return self.codec.from_bins(bins, cfg.num_bins)
 
     # --- batches --------------------------------------------------------------------------------------------
@@ -190,11 +195,15 @@ class RT1Policy(Policy):
         return self.action_logits(tokens.unflatten(0, (b, t)), obs_mask.to(self.device)), current
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy over the bins of every action dimension of the current step."""
+        """Cross-entropy over the bins of every action dimension of the current step (discrete actions: over
+        the n actions of the one action token)."""
         logits, aux = self._window(batch)
         logits = logits.float()  # (B, A, bins)
         actions, mask = self._batch_actions(batch)
-        target = self.codec.to_bins(actions[:, 0], self.config.num_bins)  # (B, A)
+        if self.config.action_classes:
+            target = self.codec.class_targets(actions[:, 0])[:, None]  # (B, 1)
+        else:
+            target = self.codec.to_bins(actions[:, 0], self.config.num_bins)  # (B, A)
         ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, A)
         m = mask[:, 0].float().unsqueeze(-1)
         denom = (m.sum() * self.config.action_dim).clamp_min(1.0)
