@@ -82,6 +82,10 @@ class CollectConfig:
     state (``expert_actions``) and acts itself with probability ``beta`` at each step."""
     beta: float = 0.0
     """With ``driver``: the probability that the expert's action is executed at a step."""
+    intervene_after: int = 0
+    """With ``driver``: once the robot has stood still this many steps (the policy stalls), the expert
+    takes over for the rest of the episode, so the data show the way out as well (HG-DAgger's
+    intervention, triggered by the stall). 0: never."""
     keep_failures: bool = False
     """Keep unsuccessful episodes too (DAgger wants the states where the policy went wrong)."""
     tags: dict[str, Any] = field(default_factory=dict)
@@ -114,19 +118,21 @@ class CollectConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
-        if self.driver is None and self.beta:
-            raise ValueError("beta mixes the expert into a driver policy's rollouts; it needs a driver")
+        if self.driver is None and (self.beta or self.intervene_after):
+            raise ValueError("beta and intervene_after mix the expert into a driver policy's rollouts; "
+                             "they need a driver")
 
 
 class MixedAgent:
     """DAgger's rollout agent: ``policy`` acts, the expert labels every state with its noiseless
     plan (``last_plan``) and its own action is executed instead with probability ``beta``."""
 
-    def __init__(self, env: gym.Env, policy, beta: float, seed: int) -> None:
+    def __init__(self, env: gym.Env, policy, beta: float, seed: int, intervene_after: int = 0) -> None:
         self.expert = env.unwrapped.task.expert()
-        self.policy, self.beta = policy, beta
+        self.policy, self.beta, self.intervene_after = policy, beta, intervene_after
         self.rng = np.random.default_rng([seed, 11])
         self.last_plan = None
+        self.t, self.still, self.previous, self.intervened_at = 0, 0, None, None
 
     def reset(self) -> None:
         self.policy.reset()
@@ -135,12 +141,26 @@ class MixedAgent:
         planned = self.expert.act(obs, info)
         action = self.policy.act(obs, info)  # every step, so its frame history and action queue stay whole
         self.last_plan = self.expert.last_plan
+        self.t += 1
+        if self.intervene_after and self.intervened_at is None:
+            proprio = np.asarray(obs["proprio"], dtype=np.float64)
+            moved = self.previous is None or np.abs(proprio - self.previous).max() > STILL_PROPRIO
+            self.still, self.previous = (0 if moved else self.still + 1), proprio
+            if self.still >= self.intervene_after:
+                self.intervened_at = self.t
+        if self.intervened_at is not None:
+            return planned
         return planned if self.beta and self.rng.random() < self.beta else action
+
+
+STILL_PROPRIO = 0.002
+"""A step whose proprio changes by less than this (metres, radians, in any component) is standing still."""
 
 
 def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, staging: str,
                  compression: str | None, driver: str | None = None, beta: float = 0.0,
-                 keep_failures: bool = False, tags: tuple = ()) -> tuple[int, bool, int]:
+                 keep_failures: bool = False, tags: tuple = (), intervene_after: int = 0
+                 ) -> tuple[int, bool, int]:
     """Worker: run one episode (the expert's, or ``driver``'s with expert labels); stage it if it
     succeeded or ``keep_failures``. Returns (seed, success, steps)."""
     env = _worker_env(env_id, env_kwargs)
@@ -148,11 +168,17 @@ def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, stagin
         make = lambda e: expert_agent(e, noise)  # noqa: E731
     else:
         policy = _worker_policy(driver)
-        make = lambda e: MixedAgent(e, policy, beta, seed)  # noqa: E731
+        made: list[MixedAgent] = []
+
+        def make(e):
+            made.append(MixedAgent(e, policy, beta, seed, intervene_after))
+            return made[-1]
     ep = run_episode(env, seed, make, keep_trajectory=True)
     if ep.success or keep_failures:
         attrs = {"instruction": ep.instruction, "seed": seed, "success": ep.success, "noise": noise,
                  "source": "expert" if driver is None else "dagger", **dict(tags)}
+        if driver is not None and intervene_after:
+            attrs["intervened"] = made[-1].intervened_at is not None
         write_episode_file(Path(staging) / f"ep_{seed:09d}.hdf5", ep.trajectory, attrs,
                            _env_args(env_id, dict(env_kwargs)), compression)
     else:
@@ -224,7 +250,8 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
     if cfg.level is None:  # datasets from before levels existed resume unchanged
         request.pop("level")
-    for key, default in (("driver", None), ("beta", 0.0), ("keep_failures", False), ("tags", {})):
+    for key, default in (("driver", None), ("beta", 0.0), ("keep_failures", False), ("tags", {}),
+                         ("intervene_after", 0)):
         if request[key] == default:  # nor do those collected before DAgger existed
             request.pop(key)
     _check_settings(root, cfg, request)
@@ -264,7 +291,7 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
                     raise RuntimeError(f"ran out of {cfg.split} seeds before {cfg.episodes} successes")
                 fut = pool.submit(_collect_one, cfg.env, env_kwargs, next_seed, cfg.noise, str(staging),
                                   cfg.compression, cfg.driver, cfg.beta, cfg.keep_failures,
-                                  tuple(sorted(cfg.tags.items())))
+                                  tuple(sorted(cfg.tags.items())), cfg.intervene_after)
                 running[fut] = next_seed
                 next_seed += 1
             done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -60,6 +60,9 @@ class DaggerConfig:
     """Probability that the expert's action is executed at a step in round 1 (0: pure policy rollouts)."""
     beta_decay: float = 0.5
     """Round r mixes with ``beta * beta_decay ** (r - 1)``."""
+    intervene_after: int = 0
+    """The expert takes over a rollout once the robot has stood still this many steps (the policy
+    stalls), so the round also shows the way out (0: pure DAgger, the policy drives throughout)."""
     steps: int = 1500
     """Training steps per round, from the previous round's weights."""
     lr: float = 1e-4
@@ -144,6 +147,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
         collect(CollectConfig(env=env_id, episodes=cfg.episodes, out=str(folder / "data"), workers=cfg.workers,
                               seed_start=DAGGER_SEED_START + (r - 1) * cfg.episodes, env_kwargs=env_kwargs,
                               driver=policy, beta=cfg.beta_at(r), keep_failures=True,
+                              intervene_after=cfg.intervene_after,
                               tags={"round": r}))
         data.append(str(folder / "data"))
         run = folder / "train"

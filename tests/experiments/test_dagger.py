@@ -88,3 +88,34 @@ def test_sigkill_mid_round_resumes_without_loss_or_duplicates(tiny_run, tmp_path
     assert seeds == list(range(DAGGER_SEED_START, DAGGER_SEED_START + 6))
     assert report["rounds"][1]["rollouts"] == 6
     assert json.loads((out / "dagger.json").read_text())["episodes"] == 6
+
+
+class _Frozen:
+    """A driver that never moves the robot (zero motion, gripper open): the stall DAgger's intervention targets."""
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs, info):
+        return np.array([0.0, 0.0, 0.0, 0.0, -1.0], dtype=np.float32)
+
+
+def test_the_expert_takes_over_a_stalled_rollout():
+    from vlagym.agents.collect import MixedAgent
+    from vlagym.agents.rollout import run_episode
+
+    env = gym.make("vlagym/TabletopPickUp-v0", obs_mode="state")
+    agents = []
+
+    def make(e, after):
+        agents.append(MixedAgent(e, _Frozen(), 0.0, 0, intervene_after=after))
+        return agents[-1]
+
+    ep = run_episode(env, 0, lambda e: make(e, 5), keep_trajectory=True)
+    # Still after the first step for 5 steps: the sixth action and every later one are the expert's.
+    assert ep.success and agents[-1].intervened_at == 6
+    assert np.abs(ep.trajectory.actions[:5, :4]).max() == 0.0
+    np.testing.assert_allclose(ep.trajectory.actions[5:], ep.trajectory.expert_actions[5:])
+    ep = run_episode(env, 0, lambda e: make(e, 0), keep_trajectory=True)  # no intervention: it never moves
+    assert not ep.success and agents[-1].intervened_at is None
+    env.close()
