@@ -218,6 +218,8 @@ class DemoRef:
     seed: int
     instruction: str
     success: bool = True
+    source: str = "expert"
+    """Who drove the episode: the scripted expert, or a policy under DAgger (labels from the expert)."""
 
 
 def shard_paths(root: str | os.PathLike) -> list[Path]:
@@ -253,7 +255,8 @@ def index_demos(paths: list[Path] | str | os.PathLike, validate: bool = True) ->
                         if validate:
                             _check_demo(path, key, demo)
                         ref = DemoRef(path, key, int(demo.attrs["num_samples"]), int(demo.attrs["seed"]),
-                                      str(demo.attrs["instruction"]), bool(demo.attrs.get("success", True)))
+                                      str(demo.attrs["instruction"]), bool(demo.attrs.get("success", True)),
+                                      str(demo.attrs.get("source", "expert")))
                     if ref.seed in first:
                         other = first[ref.seed]
                         raise DatasetError(f"{path} [{key}]: seed {ref.seed} is also stored in {other.path} "

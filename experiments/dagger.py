@@ -40,8 +40,8 @@ from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text, index_dem
 DAGGER_SEED_START = 500_000
 """Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
 clear of the expert demonstrations, which start at 0."""
-SETTINGS_FREE = ("workers", "threads")
-"""Settings a resumed run may change: they set speed, not results."""
+SETTINGS_FREE = ("workers", "threads", "out")
+"""Settings a resumed run may change: they set speed or where the run lives, not results."""
 
 
 @dataclass

@@ -216,6 +216,10 @@ class DemoWindows(Dataset):
         take_obs = np.clip(obs_idx, 0, None) - lo  # pad by repeating the first frame
         act_idx = np.arange(t, t + self.horizon)
         action_mask = act_idx < n
+        if ref.source == "dagger":
+            # The expert labelled each state the policy reached; the labels after t are its plans at
+            # states the policy chose, not a continuation of its own plan from t: only step t is a target.
+            action_mask[1:] = False
         hi = min(n, t + self.horizon)
         take_act = np.clip(act_idx, None, n - 1) - t  # pad by repeating the last action
         item: dict[str, Any] = {

@@ -47,6 +47,15 @@ def test_one_round_adds_the_rollouts_with_expert_labels(tiny_run, touch_data, tm
     config = (tmp_path / "d" / "round_01" / "train" / "config.yaml").read_text()
     assert "init_from: " + str(tiny_run / "best") in config and "labels: expert_actions" in config
 
+    # A DAgger demo's labels after t are the expert's plans at states the policy chose: only step t is a target.
+    from vlagym.policies.data import DemoWindows
+
+    windows = DemoWindows([str(touch_data), str(tmp_path / "d" / "round_01" / "data")], horizon=3)
+    sources = [windows.demos[int(windows[i]["index"][0])].source for i in range(len(windows))]
+    masks = [windows[i]["action_mask"].tolist() for i in range(len(windows))]
+    assert {tuple(m) for m, src in zip(masks, sources) if src == "dagger"} == {(True, False, False)}
+    assert any(m == [True, True, True] for m, src in zip(masks, sources) if src == "expert")
+
     # Replay the first rollout: its executed actions reproduce its states, and at every one of them a
     # freshly made expert plans exactly the stored label (the experts read their phase from the state).
     ref = rollouts[0]
