@@ -131,7 +131,7 @@ class SB3Agent:
     def __init__(self, model, threads: int | None = 1) -> None:
         from gymnasium import spaces
 
-        from vlagym.envs.wrappers import InstructionEncoder
+        from vlagym.policies.sb3_env import InstructionEncoder
 
         if threads:
             torch.set_num_threads(threads)
@@ -153,7 +153,7 @@ class SB3Agent:
         pass
 
     def observation(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        from vlagym.envs.wrappers import sb3_observation
+        from vlagym.policies.sb3_env import sb3_observation
 
         return sb3_observation(obs, self.space, self.instruction)
 
