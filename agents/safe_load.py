@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.core.env_args import env_id_of
 from vlagym.core.safe_load import (  # noqa: F401  (re-exported: the loaders' one switch)
     PICKLE_WARNING,
     TRUST_PICKLE_ENV,
@@ -117,7 +118,7 @@ def _env_args(path: Path) -> dict[str, Any] | None:
     for p in (path.parent / "env_args.json", path.parent.parent / "env_args.json"):
         if p.exists():
             data = json.loads(p.read_text())
-            if "env_id" in data:
+            if env_id_of(data):
                 return data
     return None
 
@@ -126,7 +127,7 @@ def _env_spaces(env_args: dict[str, Any], policy_kwargs: dict[str, Any]):
     from vlagym.policies.sb3_env import make_sb3_env
 
     instruction = (policy_kwargs.get("features_extractor_kwargs") or {}).get("instruction")
-    env = make_sb3_env(env_args["env_id"], instruction, **env_args.get("env_kwargs", {}))
+    env = make_sb3_env(env_id_of(env_args), instruction, **env_args.get("env_kwargs", {}))
     try:
         return env.observation_space, env.action_space
     finally:

@@ -6,5 +6,6 @@
 ``provenance``  version, git revision and platform stamped into manifests and reports
 ``stats``       the Wilson interval for success rates
 ``schedules``   learning-rate schedules
+``env_args``    the keys of a saved policy's env_args.json
 ``safe_load``   loading torch checkpoints without unpickling unless trusted
 """

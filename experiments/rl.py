@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlagym.core.env_args import make_env_args
 from vlagym.core.io import atomic_write_text
 from vlagym.core.resume import differing_keys
 from vlagym.core.splits import SPLIT_SEED_START
@@ -510,7 +511,7 @@ def train_rl(cfg: RLConfig, trust_pickle: bool | None = None) -> dict[str, Any]:
     _check_resume(run, cfg)
     atomic_write_text(run / "rl_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     env_kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "reward_type"}
-    atomic_write_text(run / "env_args.json", json.dumps({"env_id": cfg.env, "env_kwargs": env_kwargs}, indent=2))
+    atomic_write_text(run / "env_args.json", json.dumps(make_env_args(cfg.env, env_kwargs), indent=2))
     t0 = time.time()
     venv = make_vec_env(cfg)
     try:

@@ -33,6 +33,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from vlagym.core.env_args import ENV_ARGS_NAME
 from vlagym.core.io import atomic_write_text
 from vlagym.core.resume import differing_keys
 from vlagym.core.safe_load import torch_load_weights
@@ -206,7 +207,6 @@ def _atomic_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-ENV_ARGS_NAME = "env_args.json"
 
 
 def save_policy(policy, directory: Path, env_args: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
-"""The bottom layer: one split table, the resume comparison."""
+"""The bottom layer: one split table, the resume comparison, env_args.json keys."""
 
 from __future__ import annotations
 
 import pytest
 
+from vlagym.core.env_args import ENV_KEY, env_id_of, make_env_args
 from vlagym.core.resume import check_same_settings, differing_keys, settings_differences
 from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, TEST_SEED_START, VAL_SEED_START, split_of
 
@@ -36,3 +37,10 @@ def test_check_same_settings_refuses_with_the_differences():
                                          r"requested 0.01\); use another out="):
         check_same_settings("run", {"lr": 1e-3}, {"lr": 1e-2}, "use another out=")
 
+
+def test_env_args_one_key_and_old_rl_runs_still_read():
+    assert make_env_args("vlagym/TabletopTouch-v0", {}) == {ENV_KEY: "vlagym/TabletopTouch-v0", "env_kwargs": {}}
+    assert ENV_KEY == "env_name"  # robomimic's key, as in the dataset's data.attrs["env_args"]
+    assert env_id_of({"env_name": "a", "env_kwargs": {}}) == "a"
+    assert env_id_of({"env_id": "b", "env_kwargs": {}}) == "b"  # written by vlagym rl before the keys were one
+    assert env_id_of({"env_kwargs": {}}) is None
