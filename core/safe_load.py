@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-logger = logging.getLogger("vlagym.agents.safe_load")  # the logger name users and tests already filter on
+logger = logging.getLogger(__name__)
 
 TRUST_PICKLE_ENV = "VLAGYM_TRUST_PICKLE"
 PICKLE_WARNING = ("unpickling runs whatever code the file holds; use --trust-pickle only for files you made "
