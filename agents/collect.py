@@ -29,25 +29,23 @@ import numpy as np
 from tqdm import tqdm
 
 import vlagym
-from vlagym.agents.dataset import (
+from vlagym.agents.rollout import _worker_env, _worker_policy, expert_agent, run_episode
+from vlagym.core.io import atomic_write_text, read_json
+from vlagym.core.resume import settings_differences
+from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
+from vlagym.dataio.dataset import (
     FORMAT_VERSION,
     SHARD_GLOB,
-    SPLIT_SEED_START,
-    SPLIT_SIZE,
-    atomic_write_text,
     compute_stats,
     drop_merged_staged,
     file_env_args,
     index_demos,
     locked,
     merge_into_shard,
-    read_json,
     reading,
-    split_of,
     staged_seed,
     write_episode_file,
 )
-from vlagym.agents.rollout import _worker_env, _worker_policy, expert_agent, run_episode
 
 
 @dataclass
@@ -201,26 +199,18 @@ def _done_seeds(root: Path) -> tuple[set[int], set[int]]:
     return kept, failed
 
 
-def _differences(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
-    """``key (stored X, requested Y)`` for every (dotted) key whose values differ."""
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        return [d for k in sorted(set(stored) | set(wanted), key=str)
-                for d in _differences(stored.get(k, "<absent>"), wanted.get(k, "<absent>"), f"{prefix}{k}.")]
-    return [] if stored == wanted else [f"{prefix.rstrip('.')} (stored {stored!r}, requested {wanted!r})"]
-
-
 def _check_settings(root: Path, cfg: CollectConfig, request: dict[str, Any]) -> None:
     """Refuse to resume into a folder collected with other settings (request.json, and the env args
     and noise stored in every shard and staged episode, which survive a lost request.json)."""
     request_path = root / "request.json"
     if request_path.exists():
-        diff = _differences(read_json(request_path), json.loads(json.dumps(request)))
+        diff = settings_differences(read_json(request_path), json.loads(json.dumps(request)))
         if diff:
             raise ValueError(f"{root} was collected with different settings: {'; '.join(diff)}; "
                              f"use another --out or the same options to resume")
     wanted = json.loads(json.dumps(_env_args(cfg.env, cfg.env_kwargs)))
     for path in [*sorted(root.glob(SHARD_GLOB)), *sorted((root / "staging").glob("ep_*.hdf5"))]:
-        diff = _differences(file_env_args(path), wanted)
+        diff = settings_differences(file_env_args(path), wanted)
         with reading(path), h5py.File(path, "r") as f:
             noises = {float(d.attrs.get("noise", 0.0)) for d in f["data"].values()}
         diff += [f"noise (stored {n!r}, requested {cfg.noise!r})" for n in sorted(noises) if n != cfg.noise]
@@ -242,7 +232,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
 
 
 def _collect(cfg: CollectConfig) -> dict[str, Any]:
-    from vlagym.experiments.report import provenance
+    from vlagym.core.provenance import provenance
 
     root = Path(cfg.out)
     staging = root / "staging"

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlagym.core.env_args import env_id_of
+
 SB3_MODEL_NAME = "model.zip"
 
 
@@ -68,8 +70,7 @@ def policy_env_args(path: str | os.PathLike) -> tuple[str | None, dict[str, Any]
     if not isinstance(data, dict) or not isinstance(data.get("env_kwargs", {}), dict):
         raise ValueError(f"{p}: expected an object with an 'env_kwargs' object, got {type(data).__name__}")
     kwargs = {k: v for k, v in data.get("env_kwargs", {}).items() if k != "task"}
-    # BC runs write env_name (robomimic's key), vlagym rl writes env_id.
-    return data.get("env_name") or data.get("env_id"), kwargs, p
+    return env_id_of(data), kwargs, p
 
 
 def policy_env_kwargs(path: str | os.PathLike) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class SB3Agent:
     def __init__(self, model, threads: int | None = 1) -> None:
         from gymnasium import spaces
 
-        from vlagym.envs.wrappers import InstructionEncoder
+        from vlagym.policies.sb3_env import InstructionEncoder
 
         if threads:
             torch.set_num_threads(threads)
@@ -153,7 +154,7 @@ class SB3Agent:
         pass
 
     def observation(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        from vlagym.envs.wrappers import sb3_observation
+        from vlagym.policies.sb3_env import sb3_observation
 
         return sb3_observation(obs, self.space, self.instruction)
 

@@ -20,8 +20,9 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from vlagym.agents.stats import wilson_interval
 from vlagym.agents.video import annotate
+from vlagym.core.stats import wilson_interval
+from vlagym.dataio.dataset import Trajectory
 
 
 @dataclass
@@ -43,22 +44,6 @@ class Episode:
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("frames", "trajectory")}
         return out
-
-
-@dataclass
-class Trajectory:
-    """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
-    (the observation the action was chosen from). ``expert_actions``: the noiseless action the
-    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert.
-    ``labels``: the privileged labels beside each observation (``vlagym.envs.labels``; key -> (T, ...)),
-    when the env reports them."""
-
-    obs: dict[str, np.ndarray]
-    actions: np.ndarray
-    rewards: np.ndarray
-    dones: np.ndarray
-    expert_actions: np.ndarray | None = None
-    labels: dict[str, np.ndarray] | None = None
 
 
 def expert_agent(env: gym.Env, noise: float = 0.0):

@@ -21,46 +21,25 @@ import json
 import logging
 import os
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vlagym.core.env_args import env_id_of
+from vlagym.core.safe_load import (  # noqa: F401  (re-exported: the loaders' one switch)
+    PICKLE_WARNING,
+    TRUST_PICKLE_ENV,
+    PickleRefusedError,
+    allow_pickle,
+    pickle_trusted,
+    refuse,
+    torch_load_weights,
+    warn_unpickling,
+)
+
 logger = logging.getLogger(__name__)
-
-TRUST_PICKLE_ENV = "VLAGYM_TRUST_PICKLE"
-PICKLE_WARNING = ("unpickling runs whatever code the file holds; use --trust-pickle only for files you made "
-                  "yourself or trust")
-
-
-class PickleRefusedError(ValueError):
-    """A file would need unpickling to load, and ``--trust-pickle`` was not given."""
-
-
-def pickle_trusted(trust: bool | None = None) -> bool:
-    """``trust`` when given, else whether ``VLAGYM_TRUST_PICKLE=1`` (set by ``allow_pickle``)."""
-    return bool(trust) if trust is not None else os.environ.get(TRUST_PICKLE_ENV) == "1"
-
-
-def allow_pickle() -> None:
-    """What ``--trust-pickle`` does: warn, and let this process and its workers unpickle."""
-    print(f"WARNING: --trust-pickle: {PICKLE_WARNING}", file=sys.stderr)
-    os.environ[TRUST_PICKLE_ENV] = "1"
-
-
-def warn_unpickling(path: str | os.PathLike, what: str) -> None:
-    msg = f"unpickling {what} {path} (--trust-pickle): {PICKLE_WARNING}"
-    logger.warning(msg)
-    print(f"WARNING: {msg}", file=sys.stderr)
-
-
-def refuse(path: str | os.PathLike, why: str) -> PickleRefusedError:
-    return PickleRefusedError(f"{path}: {why}. Loading it would unpickle it, which runs any code a crafted file "
-                              "holds; refused. Pass --trust-pickle (Python: trust_pickle=True) only if you "
-                              "made or trust this file")
-
 
 # --- stable-baselines3 zips ----------------------------------------------------------------------------------
 # Classes a vlagym (or plain SB3) model's policy_kwargs may name, by the str() SB3 writes beside the pickle.
@@ -139,16 +118,16 @@ def _env_args(path: Path) -> dict[str, Any] | None:
     for p in (path.parent / "env_args.json", path.parent.parent / "env_args.json"):
         if p.exists():
             data = json.loads(p.read_text())
-            if "env_id" in data:
+            if env_id_of(data):
                 return data
     return None
 
 
 def _env_spaces(env_args: dict[str, Any], policy_kwargs: dict[str, Any]):
-    from vlagym.envs.wrappers import make_sb3_env
+    from vlagym.policies.sb3_env import make_sb3_env
 
     instruction = (policy_kwargs.get("features_extractor_kwargs") or {}).get("instruction")
-    env = make_sb3_env(env_args["env_id"], instruction, **env_args.get("env_kwargs", {}))
+    env = make_sb3_env(env_id_of(env_args), instruction, **env_args.get("env_kwargs", {}))
     try:
         return env.observation_space, env.action_space
     finally:
@@ -288,20 +267,3 @@ def load_sb3(path: str | os.PathLike, algo=None, env=None, device: str = "cpu", 
     spaces = (env.observation_space, env.action_space) if env is not None else None
     objects = sb3_custom_objects(path, spaces)
     return algo.load(str(path), env=env, device=device, custom_objects=objects, **kwargs)
-
-
-# --- torch checkpoints -----------------------------------------------------------------------------------------
-def torch_load_weights(path: str | os.PathLike, trust_pickle: bool | None = None, **kwargs):
-    """``torch.load(weights_only=True)``; an old checkpoint that needs more is refused unless trusted."""
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, weights_only=True, **kwargs)
-    except pickle.UnpicklingError as e:
-        if not pickle_trusted(trust_pickle):
-            raise refuse(path, f"it holds more than tensors ({str(e).splitlines()[0]}); an old-format "
-                               "checkpoint?") from None
-    warn_unpickling(path, "checkpoint")
-    return torch.load(path, weights_only=False, **kwargs)

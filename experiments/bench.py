@@ -96,8 +96,8 @@ def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float
 
     from torch.utils.data import DataLoader
 
-    from vlagym.agents.dataset import shard_paths
-    from vlagym.policies.data import DemoWindows
+    from vlagym.dataio.dataset import shard_paths
+    from vlagym.dataio.windows import DemoWindows
 
     rows = []
     size = sum(p.stat().st_size for p in shard_paths(root))
@@ -223,8 +223,8 @@ def bench_train(config: str | None, overrides: list[str] = (), steps: int = 150,
 
     import torch
 
+    from vlagym.dataio.windows import DemoWindows
     from vlagym.policies import load_policy
-    from vlagym.policies.data import DemoWindows
     from vlagym.policies.train import collate, load_config, train
 
     with tempfile.TemporaryDirectory() as tmp:

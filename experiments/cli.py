@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from vlagym.experiments.pipeline import TEST_SEED_START, PipelineConfig
+from vlagym.core.splits import TEST_SEED_START
+from vlagym.experiments.pipeline import PipelineConfig
 
 
 def _env_ids(values: list[str] | None) -> list[str]:
@@ -237,7 +238,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from vlagym.agents.dataset import DatasetError, index_demos, read_manifest, shard_paths
+    from vlagym.dataio.dataset import DatasetError, index_demos, read_manifest, shard_paths
 
     if args.action == "verify":
         return _verify_dataset(args.path)
@@ -245,7 +246,7 @@ def cmd_dataset(args) -> int:
     if args.action == "info":
         import numpy as np
 
-        from vlagym.agents.dataset import compute_stats
+        from vlagym.dataio.dataset import compute_stats
 
         manifest = read_manifest(args.path)
         words = sorted({w for r in refs for w in r.instruction.replace(",", " ").split()})
@@ -267,8 +268,8 @@ def cmd_dataset(args) -> int:
         print("             max  " + np.array2string(np.array(stats["max"]), precision=3))
         print(f"size on disk {size / 2**20:.1f} MiB ({size / max(frames, 1) / 1024:.1f} KiB per frame)")
         return 0
-    from vlagym.agents.dataset import load_demo
     from vlagym.agents.video import annotate, write_video
+    from vlagym.dataio.dataset import load_demo
 
     if not 0 <= args.episode < len(refs):
         raise ValueError(f"episode {args.episode} out of range: the dataset has {len(refs)} episodes")
@@ -284,7 +285,7 @@ def cmd_dataset(args) -> int:
 
 def _verify_dataset(path: str) -> int:
     """Decode every chunk, compare checksums; one line per shard, every problem, a summary; 1 on problems."""
-    from vlagym.agents.dataset import verify
+    from vlagym.dataio.dataset import verify
 
     checks = verify(path)
     for c in checks:
@@ -458,7 +459,7 @@ def cmd_regress(args) -> int:
             return 1
         print("no task regressed")
         return 0
-    from vlagym.agents.stats import wilson_interval
+    from vlagym.core.stats import wilson_interval
     from vlagym.experiments.evaluate import evaluate
 
     env_id = _env_ids([args.env])[0]
@@ -917,8 +918,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's input can cause (a bad flag value, file, dataset or machine), printed as one line."""
     import yaml
 
-    from vlagym.agents.dataset import DatasetError
     from vlagym.agents.rollout import WorkerCrash
+    from vlagym.dataio.dataset import DatasetError
 
     return (ValueError, KeyError, OSError, DatasetError, FloatingPointError, WorkerCrash, yaml.YAMLError)
 

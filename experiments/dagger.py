@@ -35,7 +35,9 @@ from typing import Any
 
 import yaml
 
-from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text, index_demos, read_json
+from vlagym.core.io import atomic_write_text, read_json
+from vlagym.core.splits import SPLIT_SEED_START
+from vlagym.dataio.dataset import index_demos
 
 DAGGER_SEED_START = 500_000
 """Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
@@ -101,7 +103,7 @@ def base_train_config(run: str | Path):
 
 
 def _check_settings(out: Path, cfg: DaggerConfig) -> None:
-    from vlagym.agents.collect import _differences
+    from vlagym.core.resume import settings_differences as _differences
 
     path = out / "dagger.json"
     wanted = {k: v for k, v in asdict(cfg).items() if k not in SETTINGS_FREE}
@@ -123,8 +125,8 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
     """Run (or resume) the rounds; returns the report (also written to ``out``)."""
     from vlagym.agents.collect import CollectConfig, collect
     from vlagym.agents.policy_agent import policy_env_kwargs
+    from vlagym.core.provenance import provenance
     from vlagym.experiments.evaluate import evaluate
-    from vlagym.experiments.report import provenance
     from vlagym.policies.train import train
 
     out = Path(cfg.out)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vlagym.agents.dataset import SPLIT_SEED_START
+from vlagym.core.splits import SPLIT_SEED_START
 from vlagym.experiments.report import save_figure
 
 PLOT_NAME = "efficiency.png"
@@ -121,12 +121,12 @@ def plot_efficiency(summary: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def _count_demos(folders: list[str]) -> int:
-    from vlagym.agents.dataset import index_demos
+    from vlagym.dataio.dataset import index_demos
 
     return sum(len(index_demos(f)) for f in folders)
 
 
 def _env_of(folder: str) -> str:
-    from vlagym.agents.dataset import env_args
+    from vlagym.dataio.dataset import env_args
 
     return env_args(folder)["env_name"]

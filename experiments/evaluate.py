@@ -18,10 +18,11 @@ from typing import Any
 
 from gymnasium import spaces
 
-from vlagym.agents.dataset import SPLIT_SEED_START, SPLIT_SIZE, atomic_write_text, split_of
 from vlagym.agents.policy_agent import policy_env_args, resolve_policy_dir
 from vlagym.agents.rollout import Episode, Job, run_jobs, video_kwargs
 from vlagym.agents.video import grid, write_video
+from vlagym.core.io import atomic_write_text
+from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
 from vlagym.envs import check_env_kwargs, env_constructor_args
 from vlagym.experiments.report import build_report, write_report
 

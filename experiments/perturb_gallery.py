@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlagym.core.splits import TEST_SEED_START
+
 
 def gallery(env_id: str, seed: int, strengths: list[float], image_size: int = 96) -> np.ndarray:
     """Rows: strengths; columns: none, then each perturbation. uint8 (H, W, 3)."""
@@ -33,7 +35,7 @@ def gallery(env_id: str, seed: int, strengths: list[float], image_size: int = 96
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="vlagym/TabletopPickUp-v0")
-    p.add_argument("--seed", type=int, default=2_000_000)
+    p.add_argument("--seed", type=int, default=TEST_SEED_START)
     p.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0])
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--out", required=True)

@@ -19,10 +19,10 @@ from pathlib import Path
 from vlagym.agents.collect import CollectConfig, collect
 from vlagym.agents.rollout import Job, run_jobs, video_kwargs
 from vlagym.agents.video import grid, write_video
+from vlagym.core.provenance import provenance
+from vlagym.core.splits import TEST_SEED_START
 from vlagym.envs import ENV_IDS
-from vlagym.experiments.report import agents_table, build_report, provenance, write_report
-
-TEST_SEED_START = 2_000_000  # train seeds start at 0, validation at 1e6, test at 2e6
+from vlagym.experiments.report import agents_table, build_report, write_report
 
 # How each policy trains in the main job: the settings that reached the best success within a CPU
 # budget in README's "Results" (64 px, front and wrist cameras where the policy reads both).

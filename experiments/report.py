@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
-import sys
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pybullet
-
-import vlagym
-from vlagym.agents.dataset import atomic_write_text
 from vlagym.agents.rollout import Episode, summarize
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance() -> dict[str, Any]:
-    return {
-        "vlagym_version": vlagym.__version__,
-        "git_revision": git_revision(),
-        "pybullet_api_version": pybullet.getAPIVersion(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "renderer": "TinyRenderer (CPU)",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+from vlagym.core.io import atomic_write_text
+from vlagym.core.provenance import provenance
 
 
 def build_report(rows: dict[str, list[Episode]], seeds: dict[str, list[int]], **extra) -> dict[str, Any]:

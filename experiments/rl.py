@@ -31,7 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text
+from vlagym.core.env_args import make_env_args
+from vlagym.core.io import atomic_write_text
+from vlagym.core.resume import differing_keys
+from vlagym.core.splits import SPLIT_SEED_START
 from vlagym.experiments.report import save_figure
 
 logger = logging.getLogger(__name__)
@@ -168,7 +171,7 @@ def _make_env(env_id: str, env_kwargs: dict, instruction: dict):
         from stable_baselines3.common.monitor import Monitor
 
         import vlagym  # noqa: F401  (registers ids in worker processes)
-        from vlagym.envs.wrappers import make_sb3_env
+        from vlagym.policies.sb3_env import make_sb3_env
 
         return Monitor(make_sb3_env(env_id, instruction, **env_kwargs), info_keywords=("success",))
 
@@ -382,7 +385,7 @@ def validation_point(model, cfg: RLConfig, t0: float) -> dict[str, Any]:
 
     from vlagym.agents.policy_agent import SB3Agent
     from vlagym.agents.rollout import run_episode
-    from vlagym.agents.stats import wilson_interval
+    from vlagym.core.stats import wilson_interval
 
     agent = SB3Agent(model, threads=None)
     kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "reward_type"}
@@ -479,7 +482,9 @@ def _check_resume(run: Path, cfg: RLConfig) -> None:
     old = json.loads(path.read_text())
     # What may change between invocations: how long to train and what to do at the end.
     free = {"timesteps", "test_episodes", "videos", "workers", "eval_every", "checkpoint_every", "max_minutes"}
-    diff = sorted(k for k in old if k not in free and old[k] != cfg.to_dict().get(k))
+    new = cfg.to_dict()
+    # Only the settings the run recorded: one this version added is no reason to refuse an older run.
+    diff = differing_keys(old, {k: new.get(k) for k in old}, free)
     if diff:
         raise ValueError(f"{run} holds a run with different settings ({', '.join(diff)}); pass another --out "
                          "or delete the folder")
@@ -506,7 +511,7 @@ def train_rl(cfg: RLConfig, trust_pickle: bool | None = None) -> dict[str, Any]:
     _check_resume(run, cfg)
     atomic_write_text(run / "rl_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     env_kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "reward_type"}
-    atomic_write_text(run / "env_args.json", json.dumps({"env_id": cfg.env, "env_kwargs": env_kwargs}, indent=2))
+    atomic_write_text(run / "env_args.json", json.dumps(make_env_args(cfg.env, env_kwargs), indent=2))
     t0 = time.time()
     venv = make_vec_env(cfg)
     try:

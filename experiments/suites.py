@@ -23,11 +23,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from vlagym.agents.dataset import SPLIT_SEED_START, atomic_write_text, split_of
 from vlagym.agents.rollout import Episode, Job, run_jobs, summarize
+from vlagym.core.io import atomic_write_text
+from vlagym.core.provenance import provenance
+from vlagym.core.splits import SPLIT_SEED_START, split_of
 from vlagym.envs.levels import EVAL_LEVELS, LEVEL_DESCRIPTIONS
 from vlagym.envs.perturb import PERTURBATIONS, format_perturb
-from vlagym.experiments.report import provenance, save_figure
+from vlagym.experiments.report import save_figure
 
 SUITES = ("generalization", "robustness")
 DEFAULT_STRENGTHS = (0.25, 0.5, 1.0)

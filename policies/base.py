@@ -6,7 +6,7 @@ time (``act``), keeping its own history and queue of planned actions until ``res
 config carries the env's shapes, action bounds and the normalisation statistics, so a loaded
 policy acts in env units with no other file.
 
-Batch format (from ``vlagym.policies.data.DemoWindows`` and a default collate):
+Batch format (from ``vlagym.dataio.windows.DemoWindows`` and a default collate):
     ``rgb`` uint8 (B, T, 3, H, W); ``obs_mask`` bool (B, T); ``proprio`` float32 (B, T, P);
     ``actions`` float32 (B, H, A) in env units (discrete actions: (B, H) class labels, never normalised);
     ``action_mask`` bool (B, H); ``instruction`` list[str].
@@ -412,7 +412,7 @@ class Policy(nn.Module, abc.ABC):
     # --- save / load ----------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (with the normalisation statistics)."""
-        from vlagym import __version__
+        from vlagym.core.provenance import VERSION as __version__
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

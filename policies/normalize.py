@@ -18,7 +18,7 @@ from torch import nn
 
 # A dimension that never moves in the data (min == max, e.g. a gripper always closed) has std 0:
 # it is floored to MIN_STD, which keeps its targets exactly 0. A std of 0 on a dimension that moves
-# is a corrupt stats.json, refused where datasets are loaded (``policies.data.check_stats``).
+# is a corrupt stats.json, refused where datasets are loaded (``data.windows.check_stats``).
 MIN_STD = 1e-6
 
 

@@ -1,6 +1,6 @@
 """stable-baselines3 parts: language-conditioned features extractors, started from a vl-train model or a BC-Z policy.
 
-``VLAFeaturesExtractor`` reads the observations ``vlagym.envs.wrappers.SB3Wrapper`` produces:
+``VLAFeaturesExtractor`` reads the observations ``vlagym.policies.sb3_env.SB3Wrapper`` produces:
 
 * ``"instruction"``: a frozen sentence embedding (float Box) used as it is, or hashed word ids (int Box)
   averaged through a trainable embedding table (``HashTextEncoder``'s ids, padding excluded);

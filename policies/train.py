@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -34,13 +33,16 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from vlagym.agents.dataset import atomic_write_text
-from vlagym.agents.dataset import env_args as dataset_env_args
-from vlagym.agents.safe_load import torch_load_weights
-from vlagym.policies.data import ACTION_KEYS, DemoWindows
+from vlagym.core.env_args import ENV_ARGS_NAME
+from vlagym.core.io import atomic_write_text
+from vlagym.core.resume import differing_keys
+from vlagym.core.safe_load import torch_load_weights
+from vlagym.core.schedules import warmup_cosine
+from vlagym.core.splits import VAL_SEED_START
+from vlagym.dataio.dataset import env_args as dataset_env_args
+from vlagym.dataio.windows import ACTION_KEYS, DemoWindows
 
 log = logging.getLogger(__name__)
-VAL_SEED_START = 1_000_000
 RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device", "preload")
 THROUGHPUT_SKIP = 5  # first steps of a run left out of its samples/s (worker start-up)
 PRELOAD_LIMIT = 4 * 2**30  # bytes of decoded frames that ``preload=None`` keeps in memory
@@ -189,14 +191,6 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def warmup_cosine(step: int, lr: float, warmup: int, total: int) -> float:
-    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then cosine decay to zero at ``total``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps)
 
@@ -213,7 +207,6 @@ def _atomic_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-ENV_ARGS_NAME = "env_args.json"
 
 
 def save_policy(policy, directory: Path, env_args: dict[str, Any]) -> None:
@@ -275,9 +268,10 @@ def check_resume_config(run: Path, cfg: TrainConfig) -> None:
         return
     old = yaml.safe_load(path.read_text()) or {}
     new = _yaml_plain(dataclasses.asdict(cfg))
-    diff = {k: (old.get(k), new[k]) for k in new if k not in RESUME_FREE_FIELDS and old.get(k) != new[k]}
+    # Only the fields this version knows: one an older run recorded and this version dropped is no reason to refuse.
+    diff = differing_keys({k: old.get(k) for k in new}, new, free=RESUME_FREE_FIELDS)
     if diff:
-        shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in sorted(diff.items()))
+        shown = "; ".join(f"{k}: {old.get(k)!r} in the run, {new[k]!r} now" for k in diff)
         raise ValueError(f"cannot resume {run} with a different config ({shown}). A resumed run must match "
                          f"{path} except in {', '.join(RESUME_FREE_FIELDS)}; pass the original settings or "
                          "choose another out=")
@@ -447,7 +441,7 @@ def _policy_folder(path: str | os.PathLike) -> Path:
 def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:
     """The policy overrides, with what the data fills in: the word encoder's vocabulary (the training
     instructions' words) and the grounding roles, when the config asks for them and gives none."""
-    from vlagym.policies.data import dataset_roles
+    from vlagym.dataio.windows import dataset_roles
 
     overrides = dict(cfg.policy_overrides)
     if "words" in str(overrides.get("text_encoder", "")) and not overrides.get("vocab"):
@@ -487,16 +481,26 @@ def evaluate_during_training(policy, env_id: str, env_kwargs: dict[str, Any], ep
     """Success rate of ``policy`` on validation seeds, in this process."""
     import gymnasium as gym
 
-    from vlagym.agents.rollout import run_episode
-
     env = gym.make(env_id, **{k: v for k, v in env_kwargs.items() if k != "task"})
     policy.eval()
     ok = 0
     with torch.no_grad():
         for i in range(episodes):
-            ok += run_episode(env, VAL_SEED_START + i, lambda e: _Act(policy)).success
+            ok += _validation_episode(env, VAL_SEED_START + i, _Act(policy))
     env.close()
     return ok / max(1, episodes)
+
+
+def _validation_episode(env, seed: int, agent) -> bool:
+    """One episode's success, the way ``vlagym.agents.rollout.run_episode`` plays it (reset with the seed, then
+    the agent, then act until the episode ends). Written here because training sits below the agents layer."""
+    obs, info = env.reset(seed=seed)
+    agent.reset()
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+        done = terminated or truncated
+    return bool(info["success"])
 
 
 class _Act:

@@ -32,7 +32,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from vlagym.agents.dataset import SPLIT_SEED_START, SPLIT_SIZE, DatasetError, atomic_write_text, split_of
+from vlagym.core.io import atomic_write_text
+from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
+from vlagym.dataio.dataset import DatasetError
 from vlagym.vl.captions import Fact, ObjectView, referring_expressions, true_facts
 
 CAMERAS = ("rgb", "rgb_wrist")
@@ -233,7 +235,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
     """Render (or resume rendering) ``cfg.images`` captioned images into ``cfg.out``; returns the manifest."""
     import vlagym
-    from vlagym.experiments.report import provenance
+    from vlagym.core.provenance import provenance
 
     root = Path(cfg.out)
     staging = root / "staging"

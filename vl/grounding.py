@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from vlagym.agents.dataset import atomic_write_text
+from vlagym.core.io import atomic_write_text
 from vlagym.envs.tabletop.objects import COLORS, SHAPES
 from vlagym.vl.data import VLData, load_vl_data
 from vlagym.vl.model import VLModel

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "vl_config.json"
 DEFAULT_ARCH = "vlagym-clip-tiny"
+CONFIG_DIR = Path(__file__).resolve().parent  # open_clip model configs (<arch>.json)
 # A CPU-sized CLIP for 64-96 px scenes: ViT with 8-px patches (an 8x8 grid at 64 px, fine enough to
 # point at objects a few pixels wide), 4 layers of width 128; a 3-layer text Transformer.
 DEFAULT_MODEL_CFG: dict[str, Any] = {
@@ -38,13 +39,11 @@ DEFAULT_MODEL_CFG: dict[str, Any] = {
 
 
 def register_configs() -> None:
+    """Add vlagym's own open_clip architectures (``vlagym-clip-tiny``), once per process."""
     import open_clip
 
-    from vlagym.policies.clip.configuration_clip import TINY_CLIP
-    from vlagym.policies.clip.modeling_clip import _CONFIG_DIR
-
-    if TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR / f"{TINY_CLIP}.json")
+    if DEFAULT_ARCH not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR / f"{DEFAULT_ARCH}.json")
 
 
 def build_model(arch: str, model_cfg: dict[str, Any] | None, image_size: int,

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vlagym.agents.dataset import atomic_write_text
-from vlagym.agents.safe_load import torch_load_weights
+from vlagym.core.io import atomic_write_text
+from vlagym.core.resume import check_same_settings
+from vlagym.core.safe_load import torch_load_weights
 from vlagym.envs.tabletop.objects import COLORS, SHAPES
 from vlagym.vl.captions import TEMPLATES, Fact, binding_pair, hard_negatives
 from vlagym.vl.data import VLData, load_vl_data
@@ -163,7 +164,7 @@ def evaluate(model: VLModel, data: VLData, seed: int = 0) -> dict[str, Any]:
 
 # --- training ------------------------------------------------------------------------------------------------------
 def _lr_at(cfg: VLTrainConfig, step: int) -> float:
-    from vlagym.policies.train import warmup_cosine
+    from vlagym.core.schedules import warmup_cosine
 
     return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
 
@@ -195,8 +196,7 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch_load_weights(ckpt_path, trust_pickle=trust_pickle, map_location=device)
-        if ckpt["settings"] != settings:
-            raise ValueError(f"{out} holds a run with different settings; use another out= or the same ones")
+        check_same_settings(out, ckpt["settings"], settings, "use another out= or the same ones")
         model.clip.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         metrics, start = ckpt["metrics"], int(ckpt["step"])

@@ -4,14 +4,8 @@ Importing `vlagym` registers every environment id (`vlagym/Tabletop<Task>-v0`, .
 so `gymnasium.make("vlagym/TabletopPickUp-v0")` works afterwards.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("vlagym")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
-from vlagym.envs import ENV_IDS, register_envs  # noqa: E402
+from vlagym.core.provenance import VERSION as __version__
+from vlagym.envs import ENV_IDS, register_envs
 
 register_envs()
 

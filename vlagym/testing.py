@@ -312,12 +312,12 @@ def check_pickle(source: EnvSource, env_kwargs: dict | None = None) -> None:
 
 
 def check_sb3(source: EnvSource, env_kwargs: dict | None = None, instruction: dict | None = None) -> None:
-    """stable-baselines3's ``check_env`` on the env behind ``vlagym.envs.wrappers.SB3Wrapper`` (instruction
+    """stable-baselines3's ``check_env`` on the env behind ``vlagym.policies.sb3_env.SB3Wrapper`` (instruction
     as hashed token ids by default, so no sentence encoder loads; pass ``{"kind": "sentence"}`` for the
     embedding). SB3's advice-only warnings (e.g. images under 36 px) are not failures."""
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from vlagym.envs.wrappers import SB3Wrapper
+    from vlagym.policies.sb3_env import SB3Wrapper
 
     make, label = _factory(source, env_kwargs)
     env = make()

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlagym.policies.base import PolicyConfig, _bad
+from vlagym.vl.model import DEFAULT_ARCH
 
 FUSIONS = ("early", "late", "cross")
-TINY_CLIP = "vlagym-clip-tiny"
+TINY_CLIP = DEFAULT_ARCH
 
 
 @dataclass

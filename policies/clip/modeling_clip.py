@@ -10,7 +10,6 @@ contrastive loss ties each image to its instruction.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,11 +20,9 @@ from vlagym.policies.base import Policy, _Frame, mlp
 from vlagym.policies.clip.configuration_clip import TINY_CLIP, CLIPConfig
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 from vlagym.policies.vision import FiLM, ImageNormalize
+from vlagym.vl.model import register_configs
 
 logger = logging.getLogger(__name__)
-
-_CONFIG_DIR = Path(__file__).resolve().parent
-
 
 def create_open_clip(config: CLIPConfig, load_pretrained: bool = True) -> nn.Module:
     """The open_clip model for ``config`` at the env's image size, with pretrained weights when asked
@@ -36,8 +33,8 @@ def create_open_clip(config: CLIPConfig, load_pretrained: bool = True) -> nn.Mod
     """
     import open_clip
 
-    if config.clip_model == TINY_CLIP and TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR / f"{TINY_CLIP}.json")
+    if config.clip_model == TINY_CLIP:
+        register_configs()
     if config.pretrained_vl and load_pretrained:
         from vlagym.vl.model import open_clip_for_policy
 

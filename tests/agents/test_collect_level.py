@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from vlagym.agents.collect import CollectConfig, collect
-from vlagym.agents.dataset import index_demos, read_manifest
+from vlagym.dataio.dataset import index_demos, read_manifest
 from vlagym.envs.levels import SYNONYMS
 from vlagym.envs.tabletop.tasks.touch import TouchTask
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vlagym.agents.collect import CollectConfig, collect
-from vlagym.agents.dataset import DatasetError, index_demos, load_demo, read_manifest
+from vlagym.dataio.dataset import DatasetError, index_demos, load_demo, read_manifest
 
 ENV = "vlagym/TabletopTouch-v0"
 SMALL = {"image_size": 32}

@@ -15,16 +15,16 @@ import h5py
 import pytest
 
 from vlagym.agents.collect import CollectConfig, _env_args, collect
-from vlagym.agents.dataset import (
+from vlagym.dataio.dataset import (
     DatasetError,
+    Trajectory,
     index_demos,
     load_demo,
     read_manifest,
     verify,
     write_episode_file,
 )
-from vlagym.agents.rollout import Trajectory
-from vlagym.policies.data import DemoWindows
+from vlagym.dataio.windows import DemoWindows
 
 ENV = "vlagym/TabletopTouch-v0"
 SMALL = {"image_size": 32}

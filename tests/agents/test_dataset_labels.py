@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 
 from vlagym.agents.collect import CollectConfig, collect
-from vlagym.agents.dataset import index_demos, label_datasets, load_demo
+from vlagym.dataio.dataset import index_demos, label_datasets, load_demo
 
 
 def test_collected_demos_carry_the_labels_of_each_frame(tmp_path):

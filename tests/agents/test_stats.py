@@ -1,6 +1,6 @@
 import pytest
 
-from vlagym.agents.stats import wilson_interval
+from vlagym.core.stats import wilson_interval
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from vlagym.agents.dataset import read_manifest
 from vlagym.agents.video import read_video
+from vlagym.dataio.dataset import read_manifest
 from vlagym.envs import ENV_IDS as ALL_IDS
 from vlagym.experiments.cli import build_parser
 

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from vlagym.agents.dataset import index_demos
+from vlagym.dataio.dataset import index_demos
 from vlagym.experiments.dagger import DAGGER_SEED_START, DaggerConfig, dagger
 from vlagym.policies.train import TrainConfig, train
 

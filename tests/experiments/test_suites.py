@@ -102,7 +102,7 @@ def test_cli_suite_expert_only(tmp_path):
 
 def _suite_report(suite, rates, seeds=(2_000_000, 2_000_001, 2_000_002, 2_000_003), expert=True):
     """A suite report as run_suite writes it, with the given policy success counts per condition."""
-    from vlagym.agents.stats import wilson_interval
+    from vlagym.core.stats import wilson_interval
 
     cells = []
     for cond, successes in rates.items():

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vlagym.agents.collect import CollectConfig, collect
-from vlagym.agents.dataset import index_demos, load_demo
-from vlagym.policies.data import DemoWindows, augment_images
+from vlagym.dataio.dataset import index_demos, load_demo
+from vlagym.dataio.windows import DemoWindows, augment_images
 
 
 @pytest.fixture(scope="module")

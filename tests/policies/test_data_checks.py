@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlagym.agents.dataset import DatasetError
-from vlagym.policies.data import ACTION_MARGIN, DemoWindows
+from vlagym.dataio.dataset import DatasetError
+from vlagym.dataio.windows import ACTION_MARGIN, DemoWindows
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 
 

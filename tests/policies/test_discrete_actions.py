@@ -171,7 +171,7 @@ def test_trains_on_a_collected_discrete_dataset(tmp_path):
     import gymnasium as gym
 
     from vlagym.agents.collect import CollectConfig, collect
-    from vlagym.policies.data import DemoWindows
+    from vlagym.dataio.windows import DemoWindows
     from vlagym.policies.train import TrainConfig, train
 
     data = tmp_path / "nav"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vlagym.agents.collect import CollectConfig, collect
+from vlagym.dataio.windows import DemoWindows, dataset_roles
 from vlagym.policies import load_policy
-from vlagym.policies.data import DemoWindows, dataset_roles
 from vlagym.policies.grounding import PositionHead, RoleHeatmap, gaussian_targets, heatmap_loss
 from vlagym.policies.train import TrainConfig, train
 

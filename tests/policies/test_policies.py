@@ -192,7 +192,7 @@ def test_make_policy_from_a_real_env_and_a_dataset(tmp_path):
     from torch.utils.data import DataLoader
 
     from vlagym.agents.collect import CollectConfig, collect
-    from vlagym.policies.data import DemoWindows
+    from vlagym.dataio.windows import DemoWindows
 
     out = tmp_path / "ds"
     collect(

@@ -9,7 +9,6 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
-from vlagym.envs.wrappers import InstructionEncoder, SB3ObsTransform, sb3_observation
 from vlagym.policies.rl import (
     BCZFeaturesExtractor,
     VLAFeaturesExtractor,
@@ -19,6 +18,7 @@ from vlagym.policies.rl import (
     read_vl_extractor_config,
     vl_instruction,
 )
+from vlagym.policies.sb3_env import InstructionEncoder, SB3ObsTransform, sb3_observation
 
 from .policy_helpers import INSTRUCTIONS, observation, spaces_for, tiny_policy
 
@@ -144,7 +144,7 @@ def test_vl_instruction_is_the_vl_tokenizers_ids_and_passes_check_env(vl_run):
 
     from stable_baselines3.common.env_checker import check_env
 
-    from vlagym.envs.wrappers import make_sb3_env
+    from vlagym.policies.sb3_env import make_sb3_env
     from vlagym.vl.model import VLModel
 
     fields = vl_instruction(read_vl_extractor_config(vl_run))

@@ -37,7 +37,7 @@ def test_train_builds_the_vocabulary_and_it_survives_save_and_load(tmp_path):
                       policy_overrides={"text_encoder": "words", "text_dim": 8, "hidden_dim": 16, "horizon": 2})
     train(cfg, progress=False)
     policy = load_policy(tmp_path / "run" / "best")
-    from vlagym.agents.dataset import index_demos
+    from vlagym.dataio.dataset import index_demos
 
     words = {w for r in index_demos(data) for w in r.instruction.split()}
     assert set(policy.config.vocab) == words

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vlagym.vl.data as vdata
-from vlagym.agents.dataset import DatasetError
+from vlagym.dataio.dataset import DatasetError
 from vlagym.vl.data import VLDataConfig, load_vl_data, make_vl_data
 
 ENVS = ["vlagym/TabletopPlace-v0", "vlagym/TabletopTouch-v0"]

@@ -38,12 +38,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vlagym.agents.rollout import Trajectory
+from vlagym.core.io import DatasetError, atomic_write_text, read_json  # noqa: F401  (read_json: re-exported)
 
 SHARD_GLOB = "shard_*.hdf5"
 REQUIRED = ("actions", "rewards", "dones")
-SPLIT_SEED_START = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-SPLIT_SIZE = 1_000_000
 FORMAT_VERSION = 2  # 1: no checksums; 2: per-demo CRC-32 of every dataset (attribute "checksums")
 LOCK_NAME = ".lock"
 # What h5py raises on a damaged file: OSError for a bad chunk or header, RuntimeError for some
@@ -51,12 +49,24 @@ LOCK_NAME = ".lock"
 H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
-class DatasetError(RuntimeError):
-    """A dataset file is missing, truncated or inconsistent; the message names file and demo."""
-
-
 class DatasetLocked(DatasetError):
     """Another process is writing the dataset folder; the message names it."""
+
+
+@dataclass
+class Trajectory:
+    """What a dataset stores of an episode: ``obs[key]`` has one row per action taken
+    (the observation the action was chosen from). ``expert_actions``: the noiseless action the
+    expert planned at each step (``Expert.last_plan``), when the agent is a scripted expert.
+    ``labels``: the privileged labels beside each observation (``vlagym.envs.labels``; key -> (T, ...)),
+    when the env reports them."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    expert_actions: np.ndarray | None = None
+    labels: dict[str, np.ndarray] | None = None
 
 
 @contextmanager
@@ -105,19 +115,6 @@ def _holder(fd: int, path: Path) -> str:
         return f"pid {h['pid']} on host {h['host']}, `{h['command']}`, since {h['since']}"
     except (json.JSONDecodeError, KeyError, TypeError):
         return f"{path} says {text!r}" if text else f"it has not yet written its pid into {path}"
-
-
-def split_of(seed: int) -> str:
-    for name, start in SPLIT_SEED_START.items():
-        if start <= seed < start + SPLIT_SIZE:
-            return name
-    raise ValueError(f"seed {seed} is outside every split range {SPLIT_SEED_START} (size {SPLIT_SIZE})")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- writing ------------------------------------------------------------------------------------------------
@@ -349,14 +346,6 @@ def file_env_args(path: Path) -> dict[str, Any]:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: data.attrs['env_args'] is not valid JSON ({e})") from e
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or a ``DatasetError`` naming the file."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e}); restore it or delete it to have it rebuilt") from e
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:

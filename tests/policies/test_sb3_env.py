@@ -10,8 +10,8 @@ import pytest
 from stable_baselines3.common.env_checker import check_env
 
 import vlagym
-from vlagym.envs.wrappers import InstructionEncoder, SB3Wrapper, make_sb3_env
 from vlagym.policies.language import HashTextEncoder, make_text_encoder
+from vlagym.policies.sb3_env import InstructionEncoder, SB3Wrapper, make_sb3_env
 
 TOKENS = {"kind": "tokens"}
 
@@ -84,7 +84,7 @@ def test_bad_instruction_settings_are_named():
 
 
 def test_encoder_is_cached_per_string_and_returns_copies():
-    from vlagym.envs import wrappers
+    from vlagym.policies import sb3_env as wrappers
 
     enc = InstructionEncoder("tokens", buckets=97)
     a = enc("touch the red cube")

@@ -24,15 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlagym.agents.dataset import (
-    DatasetError,
-    DemoRef,
-    file_env_args,
-    index_demos,
-    label_datasets,
-    read_json,
-    reading,
-)
+from vlagym.core.io import read_json
+from vlagym.dataio.dataset import DatasetError, DemoRef, file_env_args, index_demos, label_datasets, reading
 
 ACTION_KEYS = ("actions", "expert_actions")
 # Executed actions are clipped to the space by the expert, so stored ones lie inside it; 10% of the
