@@ -715,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env keyword arguments, e.g. level=L1, on top of those the policy was trained with (one "
                         "that changes what it sees or does, such as another image_size, is refused)")
     s.add_argument("--split", choices=["test", "val"], default="test",
-                   help="seed split every seed must lie in (val: validation seeds, from 1000000)")
+                   help="seed split every seed must lie in (val from 1,000,000; test from 2,000,000)")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")

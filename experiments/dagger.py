@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from vlagym.core.env_args import env_id_of
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.splits import SPLIT_SEED_START
 from vlagym.dataio.dataset import index_demos
@@ -136,7 +137,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
               f"store the policy's actions as `actions`, the expert's labels as `expert_actions`", file=sys.stderr)
     start_policy = str(Path(cfg.policy) / "best")
     env_kwargs = policy_env_kwargs(start_policy)
-    env_id = cfg.env or base.eval_env or json.loads((Path(start_policy) / "env_args.json").read_text())["env_name"]
+    env_id = cfg.env or base.eval_env or env_id_of(read_json(Path(start_policy) / "env_args.json"))
     _check_settings(out, cfg)
     t0 = time.time()
     base_data = [str(d) for d in base.data]

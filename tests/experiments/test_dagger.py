@@ -48,7 +48,7 @@ def test_one_round_adds_the_rollouts_with_expert_labels(tiny_run, touch_data, tm
     assert "init_from: " + str(tiny_run / "best") in config and "labels: expert_actions" in config
 
     # A DAgger demo's labels after t are the expert's plans at states the policy chose: only step t is a target.
-    from vlagym.policies.data import DemoWindows
+    from vlagym.dataio.windows import DemoWindows
 
     windows = DemoWindows([str(touch_data), str(tmp_path / "d" / "round_01" / "data")], horizon=3)
     sources = [windows.demos[int(windows[i]["index"][0])].source for i in range(len(windows))]
