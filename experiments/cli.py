@@ -222,6 +222,23 @@ def cmd_dagger(args) -> int:
     return 0
 
 
+def cmd_dagger_plot(args) -> int:
+    from vlagym.core.io import read_json
+    from vlagym.experiments.dagger import plot_dagger_runs
+
+    labels = args.labels or [Path(r).name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise ValueError(f"--labels gives {len(labels)} names for {len(args.runs)} runs")
+    reports = {}
+    for label, run in zip(labels, args.runs, strict=True):
+        path = Path(run) / "report.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{run} holds no DAgger report.json (a run writes it when its last round ends)")
+        reports[label] = read_json(path)
+    print(plot_dagger_runs(reports, args.out, args.title))
+    return 0
+
+
 def cmd_collect(args) -> int:
     from vlagym.agents.collect import CollectConfig, collect
 
@@ -638,6 +655,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataclass_args(s, DaggerConfig)
     s.set_defaults(func=cmd_dagger)
+
+    s = sub.add_parser("dagger-plot", formatter_class=fmt, help="several dagger runs' curves on one plot",
+                       description="Overlay the success-against-expert-labels curves (with 95%% Wilson intervals) "
+                                   "of several `vlagym dagger` runs.")
+    s.add_argument("runs", nargs="+", help="dagger run folders")
+    s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
+    s.add_argument("--title", default="", help="plot title")
+    s.add_argument("--out", required=True, help="PNG file")
+    s.set_defaults(func=cmd_dagger_plot)
 
     s = sub.add_parser("collect", formatter_class=fmt, help="collect expert demonstrations into HDF5",
                        description="Run the scripted expert in worker processes and keep the first N "

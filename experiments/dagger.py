@@ -43,8 +43,9 @@ from vlagym.dataio.dataset import index_demos
 DAGGER_SEED_START = 500_000
 """Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
 clear of the expert demonstrations, which start at 0."""
-SETTINGS_FREE = ("workers", "threads", "out")
-"""Settings a resumed run may change: they set speed or where the run lives, not results."""
+SETTINGS_FREE = ("workers", "threads", "out", "rounds")
+"""Settings a resumed run may change: speed, where the run lives, and how many rounds to go (a rerun with more
+rounds extends the run; with fewer, it reports the rounds asked for)."""
 
 
 @dataclass
@@ -109,7 +110,11 @@ def _check_settings(out: Path, cfg: DaggerConfig) -> None:
     path = out / "dagger.json"
     wanted = {k: v for k, v in asdict(cfg).items() if k not in SETTINGS_FREE}
     if path.exists():
-        diff = _differences(read_json(path), json.loads(json.dumps(wanted)))
+        stored = read_json(path)
+        defaults = {f.name: f.default for f in dataclasses.fields(DaggerConfig)}
+        # A setting added after the run started, left at its default, is the behaviour the run had.
+        wanted_now = {k: v for k, v in wanted.items() if k in stored or v != defaults.get(k)}
+        diff = _differences(stored, json.loads(json.dumps(wanted_now)))
         if diff:
             raise ValueError(f"{out} holds a DAgger run with different settings: {'; '.join(diff)}; use another "
                              f"--out, or the same settings to resume")
@@ -200,27 +205,39 @@ def write_dagger_report(report: dict[str, Any], out: Path) -> None:
 
 def plot_dagger(report: dict[str, Any], path: Path) -> None:
     """Validation success (with its interval) against the expert labels used, one point per round."""
+    plot_dagger_runs({"DAgger": report}, path, f"DAgger on {report['env'].split('/')[-1]}")
+
+
+def plot_dagger_runs(reports: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Several DAgger runs' curves (``report.json`` contents by legend label) on one plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["rounds"]
-    x = [row["labels"] for row in rows]
-    y = [100 * row["success_rate"] for row in rows]
-    err = [[100 * (row["success_rate"] - row["ci95"][0]) for row in rows],
-           [100 * (row["ci95"][1] - row["success_rate"]) for row in rows]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label="DAgger")
-    for row, xi, yi in zip(rows, x, y):
-        ax.annotate(f"r{row['round']}", (xi, yi), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (label, report) in enumerate(reports.items()):
+        rows = report["rounds"]
+        x = [row["labels"] for row in rows]
+        y = [100 * row["success_rate"] for row in rows]
+        err = [[100 * (row["success_rate"] - row["ci95"][0]) for row in rows],
+               [100 * (row["ci95"][1] - row["success_rate"]) for row in rows]]
+        line = ax.errorbar([xi * (1 + 0.004 * i) for xi in x], y, yerr=err, marker="o", capsize=3, label=label)
+        for row, xi, yi in zip(rows, x, y):
+            ax.annotate(f"r{row['round']}", (xi, yi), textcoords="offset points", xytext=(4, -12), fontsize=7,
+                        color=line[0].get_color())
     ax.set_xlabel("expert-labelled frames in the training data")
     ax.set_ylabel("validation success (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"DAgger on {report['env'].split('/')[-1]}")
+    ax.set_title(title or "DAgger")
     ax.grid(alpha=0.3)
+    if len(reports) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+    return path

@@ -74,10 +74,24 @@ def test_one_round_adds_the_rollouts_with_expert_labels(tiny_run, touch_data, tm
     env.close()
 
 
-def test_changed_settings_are_refused(tiny_run, tmp_path):
+def test_changed_settings_are_refused_and_more_rounds_extend_the_run(tiny_run, tmp_path, capsys):
     dagger(_cfg(tiny_run, tmp_path / "d"))
     with pytest.raises(ValueError, match=r"different settings: episodes \(stored 2, requested 3\)"):
         dagger(_cfg(tiny_run, tmp_path / "d", episodes=3))
+    first = index_demos(tmp_path / "d" / "round_01" / "data")
+    report = dagger(_cfg(tiny_run, tmp_path / "d", rounds=2))
+    assert [row["round"] for row in report["rounds"]] == [0, 1, 2]
+    assert index_demos(tmp_path / "d" / "round_01" / "data") == first  # round 1 kept, not redone
+    assert [r.seed for r in index_demos(tmp_path / "d" / "round_02" / "data")] == [DAGGER_SEED_START + 2,
+                                                                                    DAGGER_SEED_START + 3]
+    from vlagym.experiments.cli import main
+
+    out = tmp_path / "both.png"
+    assert main(["dagger-plot", str(tmp_path / "d"), str(tmp_path / "d"), "--labels", "a", "b",
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert main(["dagger-plot", str(tmp_path / "d"), str(tmp_path / "d"), "--labels", "a", "--out", str(out)]) == 2
+    assert "--labels gives 1 names for 2 runs" in capsys.readouterr().err
 
 
 def test_sigkill_mid_round_resumes_without_loss_or_duplicates(tiny_run, tmp_path):
