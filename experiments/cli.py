@@ -207,6 +207,16 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, required: tuple[str
         parser.add_argument(flag, dest=f.name, type=kind, default=f.default, help=help_text)
 
 
+def _add_plot_command(sub, fmt, name: str, help_text: str, description: str, runs_help: str, func) -> None:
+    """A command that overlays several runs on one PNG: RUN... --labels ... --title ... --out FILE."""
+    s = sub.add_parser(name, formatter_class=fmt, help=help_text, description=description)
+    s.add_argument("runs", nargs="+", help=runs_help)
+    s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
+    s.add_argument("--title", default="", help="plot title")
+    s.add_argument("--out", required=True, help="PNG file")
+    s.set_defaults(func=func)
+
+
 def cmd_dagger(args) -> int:
     import dataclasses
 
@@ -656,14 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(s, DaggerConfig)
     s.set_defaults(func=cmd_dagger)
 
-    s = sub.add_parser("dagger-plot", formatter_class=fmt, help="several dagger runs' curves on one plot",
-                       description="Overlay the success-against-expert-labels curves (with 95%% Wilson intervals) "
-                                   "of several `vlagym dagger` runs.")
-    s.add_argument("runs", nargs="+", help="dagger run folders")
-    s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
-    s.add_argument("--title", default="", help="plot title")
-    s.add_argument("--out", required=True, help="PNG file")
-    s.set_defaults(func=cmd_dagger_plot)
+    _add_plot_command(sub, fmt, "dagger-plot", "several dagger runs' curves on one plot",
+                      "Overlay the success-against-expert-labels curves (with 95% Wilson intervals) of several "
+                      "`vlagym dagger` runs.", "dagger run folders", cmd_dagger_plot)
 
     s = sub.add_parser("collect", formatter_class=fmt, help="collect expert demonstrations into HDF5",
                        description="Run the scripted expert in worker processes and keep the first N "
@@ -849,14 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "crafted file holds)")
     s.set_defaults(func=cmd_rl)
 
-    s = sub.add_parser("rl-plot", formatter_class=fmt, help="learning curves of several rl runs on one plot",
-                       description="Overlay the validation-success curves (curve.csv, with 95% Wilson bands) of "
-                                   "several `vlagym rl` runs, e.g. fine-tuning with and without --critic-warmup.")
-    s.add_argument("runs", nargs="+", help="rl run folders")
-    s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
-    s.add_argument("--title", default="", help="plot title")
-    s.add_argument("--out", required=True, help="PNG file")
-    s.set_defaults(func=cmd_rl_plot)
+    _add_plot_command(sub, fmt, "rl-plot", "learning curves of several rl runs on one plot",
+                      "Overlay the validation-success curves (curve.csv, with 95% Wilson bands) of several "
+                      "`vlagym rl` runs, e.g. fine-tuning with and without --critic-warmup.", "rl run folders",
+                      cmd_rl_plot)
 
     s = sub.add_parser("suite-compare", formatter_class=fmt, help="several policies' suite results side by side",
                        description="Put the reports of `vlagym eval --suite` for several policies in one table "

@@ -508,3 +508,21 @@ if pytest is not None:
     def vlagym_env_contract() -> Callable[..., None]:
         """``check(env_id_or_factory, **kw)``: ``check_env_contract`` as a fixture."""
         return check_env_contract
+
+
+# --- policies ---------------------------------------------------------------------------------------------
+def overfit_losses(policy, batch: dict[str, Any], steps: int = 20, lr: float = 2e-3) -> list[float]:
+    """``policy.loss(batch)`` over ``steps`` Adam steps on one fixed batch: the smoke test that a new
+    policy (or head) can learn at all. A working one ends well below where it started."""
+    import torch
+
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
+    policy.train()
+    losses = []
+    for _ in range(steps):
+        loss, _ = policy.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses

@@ -13,6 +13,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_helpers import ACTION_DIM, INSTRUCTIONS, PROPRIO_DIM, observation, synthetic_batch, tiny_policy  # noqa: E402
 
+from vlagym.testing import overfit_losses  # noqa: E402
+
 torch.set_num_threads(1)
 
 K = 3
@@ -83,16 +85,8 @@ def test_absent_frames_do_not_matter():
 
 
 def test_history_training_step_runs_and_learns():
-    policy = tiny_policy("bcz-keypoints", history=K).train()
-    batch = synthetic_batch(policy.config)
-    opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(15):
-        loss, _ = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    policy = tiny_policy("bcz-keypoints", history=K)
+    losses = overfit_losses(policy, synthetic_batch(policy.config), steps=15)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

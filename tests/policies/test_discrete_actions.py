@@ -21,6 +21,7 @@ from policy_helpers import PROPRIO_DIM, SIZE, TINY, TINY_CLIP_CFG, observation, 
 from vlagym.policies import load_policy, make_policy  # noqa: E402
 from vlagym.policies.bcz import BCZConfig  # noqa: E402
 from vlagym.policies.normalize import ActionCodec  # noqa: E402
+from vlagym.testing import overfit_losses  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -77,16 +78,8 @@ def test_shapes_and_integer_actions(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_loss_falls_when_overfitting(variant):
-    policy = discrete_policy(variant).train()
-    batch = discrete_batch(policy.config)
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=2e-3)
-    losses = []
-    for _ in range(20):
-        loss, _ = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    policy = discrete_policy(variant)
+    losses = overfit_losses(policy, discrete_batch(policy.config))
     assert losses[-1] < 0.6 * losses[0], losses
 
 

@@ -27,6 +27,7 @@ from vlagym.policies import load_policy, make_policy  # noqa: E402
 from vlagym.policies.bcz import BCZConfig  # noqa: E402
 from vlagym.policies.clip import CLIPConfig  # noqa: E402
 from vlagym.policies.rt1 import RT1Config, RT1Policy  # noqa: E402
+from vlagym.testing import overfit_losses  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -52,16 +53,8 @@ def test_shapes_dtypes_and_bounds(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_loss_decreases_when_overfitting(variant):
-    policy = tiny_policy(variant).train()
-    batch = synthetic_batch(policy.config)
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=2e-3)
-    losses = []
-    for _ in range(20):
-        loss, _ = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    policy = tiny_policy(variant)
+    losses = overfit_losses(policy, synthetic_batch(policy.config))
     assert losses[-1] < 0.6 * losses[0], losses
 
 
