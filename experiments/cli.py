@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("expert-eval", formatter_class=fmt, help="measure the scripted experts' success",
                        description="Run each task's scripted expert on consecutive seeds and report success "
-                                   "with 95%% Wilson intervals. Exits 1 if overall success < --min-success.")
+                                   "with 95% Wilson intervals. Exits 1 if overall success < --min-success.")
     s.add_argument("--env", nargs="+", default=None, help="env ids, or 'all'")
     s.add_argument("--episodes", type=COUNT, default=200, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed")
@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("data-efficiency", formatter_class=fmt, help="success against the number of demonstrations",
                        description="Train the same config on the first N demos for each N, evaluate each best "
-                                   "checkpoint on the same test seeds, and plot success (95%% Wilson CI) against "
+                                   "checkpoint on the same test seeds, and plot success (95% Wilson CI) against "
                                    "N. Rerunning resumes.")
     s.add_argument("--config", default=None, help="training YAML config (its data must hold max(--demos) demos)")
     s.add_argument("--demos", type=int, nargs="+", default=[25, 50, 100, 200], help="demonstration counts")
@@ -770,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per-step observation hashes. 'compare': per-task one-sided Fisher exact test "
                                    "of a candidate report against a baseline (exit 1 on regression, 2 if the "
                                    "reports cannot be compared). 'check': evaluate a policy and exit 1 when the "
-                                   "95%% Wilson lower bound of its success is below --min-success.")
+                                   "95% Wilson lower bound of its success is below --min-success.")
     rsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     r = rsub.add_parser("record-golden", formatter_class=fmt, help="record a golden rollout file")
     r.add_argument("--env", required=True, help="env id")
