@@ -347,11 +347,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _eval_env_ids(args) -> list[str]:
+    """``--env``, or the env the policy was trained on."""
+    if args.env:
+        return _env_ids(args.env)
+    if not args.policy:
+        raise ValueError("--env is needed when there is no --policy to read it from")
+    from vlagym.agents.policy_agent import policy_env_args
+
+    env_id, _, _ = policy_env_args(args.policy)
+    if env_id is None:
+        raise ValueError(f"{args.policy} records no env (no env_args.json beside it); pass --env")
+    return [env_id]
+
+
 def cmd_eval(args) -> int:
     if args.trust_pickle:
         from vlagym.agents.safe_load import allow_pickle
 
         allow_pickle()
+    args.env = _eval_env_ids(args)
     if args.suite:
         from vlagym.experiments.suites import run_suite, to_markdown
 
@@ -726,7 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", default=None,
                    help="policy folder or training run folder (uses best/), or an SB3 model .zip or `vlagym rl` "
                         "run folder; required unless --suite")
-    s.add_argument("--env", nargs="+", required=True, help="env ids")
+    s.add_argument("--env", nargs="+", default=None,
+                   help="env ids (default: the one the policy was trained on, from its env_args.json)")
     s.add_argument("--episodes", type=COUNT, default=100, help="episodes per env")
     s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
     s.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")

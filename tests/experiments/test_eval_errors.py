@@ -177,3 +177,16 @@ def test_train_summary_without_validation(monkeypatch, capsys):
     code, out, _ = run(["train", "steps=1"], capsys)
     assert code == 0
     assert "no validation ran; final policy: runs/x/best" in out and "-100%" not in out
+
+
+def test_eval_without_env_uses_the_policys_own(tmp_path, capsys):
+    code, _, _ = run(["eval", "--policy", str(CHECKPOINT), "--episodes", "1", "--workers", "1", "--no-expert",
+                      "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert list(json.loads((tmp_path / "report.json").read_text())["agents"]["policy"]["per_task"]) == [PICK]
+    bare = tmp_path / "bare"
+    shutil.copytree(CHECKPOINT, bare)
+    (bare / "env_args.json").unlink()
+    code, _, err = run(["eval", "--policy", str(bare), "--episodes", "1"], capsys)
+    assert code == 2
+    one_line_error(err, "eval", "records no env (no env_args.json beside it); pass --env")
