@@ -5,41 +5,26 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.envs.registration import WrapperSpec
 
-from vlagym.envs.nav.tasks import TASKS as NAV_TASKS
-from vlagym.envs.tabletop.tasks import TASKS as TABLETOP_TASKS
-
-# Registered id suffix -> task name, per env family.
-_TABLETOP_IDS = {"Touch": "touch", "PickUp": "pick_up", "Place": "place", "Push": "push", "Stack": "stack"}
-_NAV_IDS = {"ObjectGoal": "object_goal", "RelationalGoal": "relational_goal", "MultiStep": "multi_step"}
-# (id prefix, suffix -> task, the family's task classes, entry point)
-_FAMILIES = (
-    ("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS, "vlagym.envs.tabletop.env:TabletopEnv"),
-    ("Nav", _NAV_IDS, NAV_TASKS, "vlagym.envs.nav.env:NavEnv"),
-)
-
+import vlagym.envs.nav.tasks  # noqa: F401  (imports, and so registers, every navigation task)
+import vlagym.envs.tabletop.tasks  # noqa: F401  (every tabletop task)
+from vlagym.envs.registry import FAMILIES, IDS, TASKS
 
 # Outside TimeLimit: step() after termination or truncation raises until reset().
 END_OF_EPISODE = WrapperSpec("EndOfEpisode", "vlagym.envs.core:EndOfEpisode", {})
 
 
-def _ids(prefix: str, names: dict[str, str], tasks: dict) -> list[str]:
-    return [f"vlagym/{prefix}{suffix}-v0" for suffix, task in names.items() if task in tasks]
-
-
-TABLETOP_IDS: list[str] = _ids("Tabletop", _TABLETOP_IDS, TABLETOP_TASKS)
-NAV_IDS: list[str] = _ids("Nav", _NAV_IDS, NAV_TASKS)
+TABLETOP_IDS: list[str] = [env_id for env_id, (family, _) in IDS.items() if family == "tabletop"]
+NAV_IDS: list[str] = [env_id for env_id, (family, _) in IDS.items() if family == "nav"]
 ENV_IDS: list[str] = TABLETOP_IDS + NAV_IDS
 
 
 def register_envs() -> None:
-    """Register all ids with Gymnasium; safe to call more than once."""
-    for prefix, names, tasks, entry_point in _FAMILIES:
-        for suffix, task in names.items():
-            env_id = f"vlagym/{prefix}{suffix}-v0"
-            if task not in tasks or env_id in gym.registry:
-                continue
-            gym.register(id=env_id, entry_point=entry_point, kwargs={"task": task},
-                         max_episode_steps=tasks[task].max_steps, additional_wrappers=(END_OF_EPISODE,))
+    """Register every id a task registered (``vlagym.envs.registry``) with Gymnasium; safe to call more than once."""
+    for env_id, (family, task) in IDS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point=FAMILIES[family].entry_point, kwargs={"task": task},
+                     max_episode_steps=TASKS[family][task].max_steps, additional_wrappers=(END_OF_EPISODE,))
 
 
 def check_env_id(env_id: str) -> str:
@@ -61,7 +46,7 @@ def env_constructor_args(env_id: str) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     names = {n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # NavEnv(**task_kwargs) -> the task's own
-        task = next(tasks for _, _, tasks, ep in _FAMILIES if ep == spec.entry_point)[spec.kwargs["task"]]
+        task = next(TASKS[f] for f, fam in FAMILIES.items() if fam.entry_point == spec.entry_point)[spec.kwargs["task"]]
         names |= {n for n, p in inspect.signature(task.__init__).parameters.items()
                   if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return sorted(names - {"task"})

@@ -1,12 +1,16 @@
-"""Navigation tasks, one file each. ``TASKS`` maps a task name to its class."""
+"""Navigation tasks, one file each, registered where they are defined (``@register_task``).
+
+``TASKS`` maps a task name to its class; every module of this package is imported, so a new task
+is one new file here.
+"""
 
 from __future__ import annotations
 
-from vlagym.envs.nav.tasks.multi_step import MultiStepTask
-from vlagym.envs.nav.tasks.object_goal import ObjectGoalTask
-from vlagym.envs.nav.tasks.relational_goal import RelationalGoalTask
+from vlagym.envs.registry import TASKS as _ALL
+from vlagym.envs.registry import import_task_modules
 
-TASKS = {cls.name: cls for cls in (ObjectGoalTask, RelationalGoalTask, MultiStepTask)}
+import_task_modules(__name__)
+TASKS = _ALL["nav"]
 
 
 def make_task(name: str, **kwargs):

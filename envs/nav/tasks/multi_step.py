@@ -12,8 +12,10 @@ import numpy as np
 
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MAX_GOALS, MIN_START_DIST, NavExpert, NavTask, Placer
+from vlagym.envs.registry import register_task
 
 
+@register_task("nav", "MultiStep")
 class MultiStepTask(NavTask):
     """Args: num_goals: subgoals per episode (2 or 3); num_distractors, level: as in ``NavTask``.
 

@@ -10,8 +10,10 @@ import numpy as np
 
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MIN_START_DIST, NavExpert, NavTask, Placer
+from vlagym.envs.registry import register_task
 
 
+@register_task("nav", "ObjectGoal")
 class ObjectGoalTask(NavTask):
     name = "object_goal"
     max_steps = 500

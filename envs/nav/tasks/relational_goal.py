@@ -17,11 +17,13 @@ import numpy as np
 from vlagym.envs.nav.objects import Landmark
 from vlagym.envs.nav.scene import Scene
 from vlagym.envs.nav.task import MIN_START_DIST, NavExpert, NavTask, Placer
+from vlagym.envs.registry import register_task
 
 NEXT_TO = 0.45  # largest gap between the goal and its furniture
 FAR = 1.2  # smallest gap between a decoy and that furniture
 
 
+@register_task("nav", "RelationalGoal")
 class RelationalGoalTask(NavTask):
     name = "relational_goal"
     max_steps = 500

@@ -1,14 +1,16 @@
-"""Tabletop tasks, one file each. ``TASKS`` maps a task name to its class."""
+"""Tabletop tasks, one file each, registered where they are defined (``@register_task``).
+
+``TASKS`` maps a task name to its class; every module of this package is imported, so a new task
+is one new file here.
+"""
 
 from __future__ import annotations
 
-from vlagym.envs.tabletop.tasks.pick_up import PickUpTask
-from vlagym.envs.tabletop.tasks.place import PlaceTask
-from vlagym.envs.tabletop.tasks.push import PushTask
-from vlagym.envs.tabletop.tasks.stack import StackTask
-from vlagym.envs.tabletop.tasks.touch import TouchTask
+from vlagym.envs.registry import TASKS as _ALL
+from vlagym.envs.registry import import_task_modules
 
-TASKS = {cls.name: cls for cls in (TouchTask, PickUpTask, PlaceTask, PushTask, StackTask)}
+import_task_modules(__name__)
+TASKS = _ALL["tabletop"]
 
 
 def make_task(name: str, **kwargs):

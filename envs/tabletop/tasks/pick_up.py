@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.envs.registry import register_task
 from vlagym.envs.tabletop.expert import CLOSE, LIFT_Z, TabletopExpert
 from vlagym.envs.tabletop.task import TabletopTask
 
 LIFT_HEIGHT = 0.08  # object centre above the table top (metres)
 
 
+@register_task("tabletop", "PickUp")
 class PickUpTask(TabletopTask):
     name = "pick_up"
     max_steps = 80

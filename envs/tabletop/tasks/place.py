@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.envs.registry import register_task
 from vlagym.envs.tabletop.expert import TabletopExpert
 from vlagym.envs.tabletop.objects import BOWL_WALL_HEIGHT, COLORS, SIZES, ObjectSpec
 from vlagym.envs.tabletop.task import TabletopTask
@@ -22,6 +23,7 @@ BOWL_FLOOR = 0.008  # top of the bowl's floor above its base
 DROP = 0.012  # the expert lets go with the object's bottom this far above the bowl floor
 
 
+@register_task("tabletop", "Place")
 class PlaceTask(TabletopTask):
     name = "place"
     max_steps = 120

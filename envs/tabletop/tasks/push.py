@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.labels import RoleTarget
+from vlagym.envs.registry import register_task
 from vlagym.envs.tabletop.expert import CLOSE, HOVER, TabletopExpert, wrap
 from vlagym.envs.tabletop.task import TabletopTask
 
@@ -62,6 +63,7 @@ REGIONS = {
 }
 
 
+@register_task("tabletop", "Push")
 class PushTask(TabletopTask):
     name = "push"
     max_steps = 100

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vlagym.envs.labels import RoleTarget
+from vlagym.envs.registry import register_task
 from vlagym.envs.tabletop.expert import TabletopExpert, wrap
 from vlagym.envs.tabletop.task import TabletopTask
 
@@ -23,6 +24,7 @@ STILL = 0.05  # m/s: slower than this counts as resting
 DROP = 0.005  # the expert lets go with the top cube this far above its resting height
 
 
+@register_task("tabletop", "Stack")
 class StackTask(TabletopTask):
     name = "stack"
     max_steps = 120

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from vlagym.envs.registry import register_task
 from vlagym.envs.tabletop.expert import CLOSE, HOVER, TabletopExpert
 from vlagym.envs.tabletop.task import TabletopTask
 
 
+@register_task("tabletop", "Touch")
 class TouchTask(TabletopTask):
     name = "touch"
     max_steps = 50
