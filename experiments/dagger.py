@@ -105,7 +105,7 @@ def base_train_config(run: str | Path):
 
 
 def _check_settings(out: Path, cfg: DaggerConfig) -> None:
-    from vlagym.core.resume import settings_differences as _differences
+    from vlagym.core.resume import check_same_settings
 
     path = out / "dagger.json"
     wanted = {k: v for k, v in asdict(cfg).items() if k not in SETTINGS_FREE}
@@ -114,10 +114,8 @@ def _check_settings(out: Path, cfg: DaggerConfig) -> None:
         defaults = {f.name: f.default for f in dataclasses.fields(DaggerConfig)}
         # A setting added after the run started, left at its default, is the behaviour the run had.
         wanted_now = {k: v for k, v in wanted.items() if k in stored or v != defaults.get(k)}
-        diff = _differences(stored, json.loads(json.dumps(wanted_now)))
-        if diff:
-            raise ValueError(f"{out} holds a DAgger run with different settings: {'; '.join(diff)}; use another "
-                             f"--out, or the same settings to resume")
+        check_same_settings(out, stored, json.loads(json.dumps(wanted_now)),
+                            "use another --out, or the same settings to resume")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(wanted, indent=2))
