@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gymnasium as gym
-from gymnasium.envs.registration import WrapperSpec
 
 import vlagym.envs.nav.tasks  # noqa: F401  (imports, and so registers, every navigation task)
 import vlagym.envs.tabletop.tasks  # noqa: F401  (every tabletop task)
-from vlagym.envs.registry import FAMILIES, IDS, TASKS
+from vlagym.envs.registry import FAMILIES, IDS, TASKS, load_task_plugins, register_with_gym, task_class
 
-# Outside TimeLimit: step() after termination or truncation raises until reset().
-END_OF_EPISODE = WrapperSpec("EndOfEpisode", "vlagym.envs.core:EndOfEpisode", {})
+load_task_plugins()  # tasks other packages declare under the "vlagym.tasks" entry-point group
 
 
 TABLETOP_IDS: list[str] = [env_id for env_id, (family, _) in IDS.items() if family == "tabletop"]
@@ -19,12 +17,10 @@ ENV_IDS: list[str] = TABLETOP_IDS + NAV_IDS
 
 
 def register_envs() -> None:
-    """Register every id a task registered (``vlagym.envs.registry``) with Gymnasium; safe to call more than once."""
+    """Register every id a task registered (``vlagym.envs.registry``) with Gymnasium, again if someone removed
+    it from ``gym.registry``; safe to call more than once."""
     for env_id, (family, task) in IDS.items():
-        if env_id in gym.registry:
-            continue
-        gym.register(id=env_id, entry_point=FAMILIES[family].entry_point, kwargs={"task": task},
-                     max_episode_steps=TASKS[family][task].max_steps, additional_wrappers=(END_OF_EPISODE,))
+        register_with_gym(env_id, family, TASKS[family][task])
 
 
 def check_env_id(env_id: str) -> str:
@@ -46,7 +42,8 @@ def env_constructor_args(env_id: str) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     names = {n for n, p in params.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # NavEnv(**task_kwargs) -> the task's own
-        task = next(TASKS[f] for f, fam in FAMILIES.items() if fam.entry_point == spec.entry_point)[spec.kwargs["task"]]
+        family = next(f for f, fam in FAMILIES.items() if fam.entry_point == spec.entry_point)
+        task = task_class(family, spec.kwargs["task"])
         names |= {n for n, p in inspect.signature(task.__init__).parameters.items()
                   if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     return sorted(names - {"task"})

@@ -1,9 +1,11 @@
 """Where a task registers itself: ``@register_task("tabletop", "PickUp")`` on its class, in its own file.
 
-The decorator records the class under its family and gives it the Gymnasium id
-``vlagym/<Family><Suffix>-v0``; ``vlagym.envs`` registers every recorded id with Gymnasium, and each
-family's ``tasks`` package imports every module in it (``import_task_modules``), so a new task is one
-file dropped into ``envs/<family>/tasks/``.
+The decorator records the class under its family and registers the Gymnasium id
+``vlagym/<Family><Suffix>-v0``. Each family's ``tasks`` package imports every module in it
+(``import_task_modules``), so a new task is one file dropped into ``envs/<family>/tasks/``. A task
+defined outside vlagym (in a user's own package) registers the same way when its module is imported;
+its id then names the task as ``"module:Class"``, so a worker process that makes the env imports the
+module itself (docs/adding-a-task.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+
+import gymnasium as gym
+from gymnasium.envs.registration import WrapperSpec
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,69 @@ def register_task(family: str, suffix: str):
             raise ValueError(f"{env_id} is taken by the {IDS[env_id][0]} task {IDS[env_id][1]!r}")
         TASKS[family][name] = cls
         IDS[env_id] = (family, name)
+        register_with_gym(env_id, family, cls)
         return cls
 
     return decorate
+
+
+# Outside TimeLimit: step() after termination or truncation raises until reset().
+END_OF_EPISODE = WrapperSpec("EndOfEpisode", "vlagym.envs.core:EndOfEpisode", {})
+
+
+def task_reference(cls: type) -> str:
+    """What an env id's ``task`` kwarg holds: the task's name for vlagym's own tasks, ``"module:Class"``
+    for a task defined elsewhere (so that a fresh process can import it)."""
+    return cls.name if cls.__module__.startswith("vlagym.") else f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register_with_gym(env_id: str, family: str, cls: type) -> None:
+    if env_id in gym.registry:
+        return
+    gym.register(id=env_id, entry_point=FAMILIES[family].entry_point, kwargs={"task": task_reference(cls)},
+                 max_episode_steps=cls.max_steps, additional_wrappers=(END_OF_EPISODE,))
+
+
+def task_class(family: str, task: str) -> type:
+    """The task class an env's ``task`` kwarg names: a registered task name, or ``"module:Class"`` (the module
+    is imported, which registers it)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown task family {family!r}; known: {sorted(FAMILIES)}")
+    if task in TASKS[family]:
+        return TASKS[family][task]
+    if ":" in task:
+        module, _, qualname = task.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), qualname)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"task {task!r}: cannot import it ({type(e).__name__}: {e})") from e
+        if TASKS[family].get(getattr(cls, "name", None)) is not cls:
+            raise ValueError(f"task {task!r} is not a registered {family} task (decorate it with "
+                             f"@register_task({family!r}, ...))")
+        return cls
+    raise ValueError(f"unknown {family} task {task!r}; available: {sorted(TASKS[family])}")
+
+
+PLUGIN_GROUP = "vlagym.tasks"
+
+
+def load_task_plugins() -> None:
+    """Import the task modules other installed packages declare, so their ``@register_task`` runs::
+
+        [project.entry-points."vlagym.tasks"]
+        hold_high = "my_package.hold_high"
+
+    A module that fails to import is reported with a warning naming it and skipped: one broken plugin
+    does not take vlagym's own tasks down with it."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001  (any error in someone else's module)
+            warnings.warn(f"vlagym task plugin {ep.name!r} ({ep.value}) failed to import: "
+                          f"{type(e).__name__}: {e}", stacklevel=2)
 
 
 def import_task_modules(package: str) -> None:

@@ -40,11 +40,10 @@ def supported_levels(env_id: str) -> tuple[str, ...]:
     import gymnasium as gym
 
     from vlagym.envs import check_env_id
-    from vlagym.envs.nav.tasks import TASKS as NAV
-    from vlagym.envs.tabletop.tasks import TASKS as TABLETOP
+    from vlagym.envs.registry import IDS, task_class
 
-    task = gym.spec(check_env_id(env_id)).kwargs["task"]
-    cls = {**TABLETOP, **NAV}[task]
+    family, _ = IDS[check_env_id(env_id)]
+    cls = task_class(family, gym.spec(env_id).kwargs["task"])
     return tuple(level for level in EVAL_LEVELS if level in cls.levels)
 
 

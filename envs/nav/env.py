@@ -66,8 +66,8 @@ class NavEnv(RobotTaskEnv):
     and ``"collided"``.
 
     ## Registered ids
-    ``vlagym/NavObjectGoal-v0`` (500 steps), ``vlagym/NavRelationalGoal-v0`` (500 steps),
-    ``vlagym/NavMultiStep-v0`` (750 steps).
+    One per task in ``envs/nav/tasks/`` (``vlagym/Nav<Task>-v0``, its step limit the task's ``max_steps``);
+    ``vlagym.envs.NAV_IDS`` and ``vlagym envs`` list them.
 
     Args:
         task: task name, one of ``TASKS``.

@@ -56,8 +56,8 @@ class TabletopEnv(RobotTaskEnv):
     ``TimeLimit``, set at registration). ``info["success"]`` is reported every step.
 
     ## Registered ids
-    ``vlagym/TabletopTouch-v0``, ``vlagym/TabletopPickUp-v0``, ``vlagym/TabletopPlace-v0``,
-    ``vlagym/TabletopPush-v0``, ``vlagym/TabletopStack-v0``.
+    One per task in ``envs/tabletop/tasks/`` (``vlagym/Tabletop<Task>-v0``, registered by the task's
+    ``@register_task``); ``vlagym.envs.TABLETOP_IDS`` and ``vlagym envs`` list them.
 
     Args:
         task: task name, one of ``TASKS``.

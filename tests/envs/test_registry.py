@@ -28,8 +28,14 @@ def test_a_new_task_registers_with_its_decorator(monkeypatch):
     class PokeTask(TouchTask):
         name = "poke"
 
-    assert registry.IDS["vlagym/TabletopPoke-v0"] == ("tabletop", "poke")
-    assert registry.TASKS["tabletop"]["poke"] is PokeTask
+    try:
+        assert registry.IDS["vlagym/TabletopPoke-v0"] == ("tabletop", "poke")
+        assert registry.TASKS["tabletop"]["poke"] is PokeTask
+        # Defined outside vlagym, so its id names the class by module path for worker processes.
+        assert gym.spec("vlagym/TabletopPoke-v0").kwargs == {"task": f"{__name__}:{PokeTask.__qualname__}"}
+        assert gym.spec("vlagym/TabletopPoke-v0").max_episode_steps == TouchTask.max_steps
+    finally:
+        gym.registry.pop("vlagym/TabletopPoke-v0", None)
 
 
 @pytest.mark.parametrize("family, suffix, name, message", [

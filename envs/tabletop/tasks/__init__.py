@@ -7,13 +7,12 @@ is one new file here.
 from __future__ import annotations
 
 from vlagym.envs.registry import TASKS as _ALL
-from vlagym.envs.registry import import_task_modules
+from vlagym.envs.registry import import_task_modules, task_class
 
 import_task_modules(__name__)
 TASKS = _ALL["tabletop"]
 
 
 def make_task(name: str, **kwargs):
-    if name not in TASKS:
-        raise ValueError(f"unknown tabletop task {name!r}; available: {sorted(TASKS)}")
-    return TASKS[name](**kwargs)
+    """A task by registered name, or by ``"module:Class"`` for a task defined outside vlagym."""
+    return task_class("tabletop", name)(**kwargs)
