@@ -36,6 +36,15 @@ def _at_least(low: int):
 COUNT = _at_least(1)
 
 
+def _policy_name(text: str) -> str:
+    """An argparse type: a registered policy's name. The registry loads torch, so only when the flag is given."""
+    from vlagym.policies import policy_names
+
+    if text not in policy_names():
+        raise argparse.ArgumentTypeError(f"unknown policy {text!r}; registered: {', '.join(policy_names())}")
+    return text
+
+
 def _kwargs(items: list[str] | None) -> dict:
     """``key=value`` pairs (values parsed as YAML) for gym.make."""
     import yaml
@@ -596,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="a first look in about three minutes")
     s.add_argument("--out", default=None, help="output folder (default runs/main)")
     s.add_argument("--env", default=None, help="training task (default vlagym/TabletopPickUp-v0)")
-    s.add_argument("--policy", choices=["bcz", "rt1", "clip"], default=None,
+    s.add_argument("--policy", type=_policy_name, default=None,
                    help="policy, trained with its recipe in vlagym.experiments.pipeline.RECIPES (default bcz)")
     s.add_argument("--demos", type=int, default=None, help="expert demonstrations (default 1000; quick 20)")
     s.add_argument("--train-steps", type=int, default=None, help="training steps (default 6000; quick 150)")

@@ -41,6 +41,7 @@ from vlagym.core.schedules import warmup_cosine
 from vlagym.core.splits import VAL_SEED_START
 from vlagym.dataio.dataset import env_args as dataset_env_args
 from vlagym.dataio.windows import ACTION_KEYS, DemoWindows
+from vlagym.policies.registry import policy_class
 
 log = logging.getLogger(__name__)
 RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device", "preload")
@@ -122,6 +123,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.labels not in ACTION_KEYS:
             raise ValueError(f"labels must be one of {ACTION_KEYS}, got {self.labels!r}")
+        policy_class(self.policy)  # an unknown name fails here, naming the registered ones, before any data loads
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:

@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from vlagym.agents.collect import CollectConfig, collect
+from vlagym.policies import policy_names
 from vlagym.policies.train import StepSampler, TrainConfig, load_config, lr_at, train
 
 TINY_BCZ = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3}
@@ -57,7 +58,7 @@ def test_shipped_configs_load():
     assert len(configs) >= 4
     for path in configs:
         cfg = load_config(path)
-        assert cfg.policy in ("rt1", "bcz", "clip") and cfg.data, path
+        assert cfg.policy in policy_names() and cfg.data, path
 
 
 def test_lr_schedule_and_sampler():
