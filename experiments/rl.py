@@ -74,13 +74,17 @@ class RLConfig:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the actor and critic MLPs on top of the features."""
     learning_rate: float = 3e-4
+    """Learning rate of the optimizer (constant)."""
     n_steps: int = 256
     """PPO: steps per env per rollout."""
     batch_size: int = 64
+    """Minibatch size."""
     n_epochs: int = 10
     """PPO: passes over each rollout."""
     gamma: float = 0.99
+    """Discount factor."""
     ent_coef: float = 0.0
+    """PPO: entropy bonus coefficient."""
     target_kl: float | None = None
     """PPO: stop a rollout's epochs early once the approximate KL to the rollout policy passes 1.5x this
     (SB3's ``target_kl``); keeps fine-tuning near the policy that collected the data."""

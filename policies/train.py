@@ -33,6 +33,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from vlagym.core.config import apply_overrides, read_yaml
 from vlagym.core.env_args import ENV_ARGS_NAME
 from vlagym.core.io import atomic_write_text
 from vlagym.core.resume import differing_keys
@@ -44,6 +45,8 @@ from vlagym.dataio.windows import ACTION_KEYS, DemoWindows
 from vlagym.policies.registry import policy_class
 
 log = logging.getLogger(__name__)
+OVERRIDE_PREFIXES = {"policy": "policy_overrides"}
+"""``policy.horizon=5`` on the command line sets ``policy_overrides["horizon"]``."""
 RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device", "preload")
 THROUGHPUT_SKIP = 5  # first steps of a run left out of its samples/s (worker start-up)
 PRELOAD_LIMIT = 4 * 2**30  # bytes of decoded frames that ``preload=None`` keeps in memory
@@ -127,36 +130,10 @@ class TrainConfig:
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config and apply ``key=value`` overrides (values parsed as YAML)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-
-    def parse(value: str) -> Any:
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 floats need a dot)
-            try:
-                return float(parsed)
-            except ValueError:
-                return parsed
-        return parsed
-
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        if key.startswith("policy."):
-            raw.setdefault("policy_overrides", {})[key[len("policy."):]] = parse(value)
-            continue
-        raw[key] = parse(value)
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**raw)
+    """Read a YAML config and apply ``key=value`` overrides, the rule every command follows
+    (``vlagym.core.config``); ``policy.<field>=value`` sets a policy config field."""
+    raw = read_yaml(path, TrainConfig) if path is not None else {}
+    return TrainConfig(**apply_overrides(raw, overrides, TrainConfig, prefixes=OVERRIDE_PREFIXES))
 
 
 def resolve_device(name: str) -> torch.device:
