@@ -331,6 +331,7 @@ def _verify_dataset(path: str) -> int:
 
 
 def cmd_train(args) -> int:
+    from vlagym.agents.evaluation import validation_success
     from vlagym.policies.train import load_config, train
 
     if args.trust_pickle:
@@ -338,7 +339,7 @@ def cmd_train(args) -> int:
 
         allow_pickle()
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, validate=validation_success)
     if summary["best"]["step"] is None:
         print(f"no validation ran; final policy: {summary['best_policy']}; run folder {summary['run']}")
     else:
