@@ -79,9 +79,9 @@ class Evaluation:
 
 
 def as_agent(source: Any):
-    """A live agent source as something with ``act(obs, info)``: a vlagym ``Policy`` through ``PolicyAgent``, an
-    SB3 model through ``SB3Agent`` (both leaving torch's thread count alone: the caller may be training), an
-    agent as it is."""
+    """A live agent source as something with ``act(obs, info)``: a vlagym ``Policy`` through ``PolicyAgent`` (which
+    puts it in eval mode; training puts it back), an SB3 model through ``SB3Agent`` (both leaving torch's thread
+    count alone: the caller may be training), an agent as it is."""
     from vlagym.policies.base import Policy
 
     sb3 = sys.modules.get("stable_baselines3.common.base_class")  # an SB3 model means SB3 is imported
@@ -114,6 +114,7 @@ def evaluate_cells(
         on_result: called in this process as each episode finishes, with its cell index, seed index and episode.
     """
     cells = list(cells)
+    live = {c: as_agent(cell.agent) for c, cell in enumerate(cells) if cell.in_process}  # a bad source fails now
     episodes: dict[tuple[int, int], Episode] = dict(done or {})
     todo = [(c, i) for c, cell in enumerate(cells) for i in range(len(cell.seeds)) if (c, i) not in episodes]
 
@@ -126,20 +127,19 @@ def evaluate_cells(
     if pooled:
         run_jobs([cells[c].job(i) for c, i in pooled], workers=workers, desc=desc,
                  on_result=lambda k, ep: finished(pooled[k], ep))
-    for c, cell in enumerate(cells):
-        here = [i for cc, i in todo if cc == c and cell.in_process]
+    for c, agent in live.items():
+        here = [i for cc, i in todo if cc == c]
         if here:
-            _play_here(cell, here, lambda i, ep, c=c: finished((c, i), ep))
+            _play_here(cells[c], agent, here, lambda i, ep, c=c: finished((c, i), ep))
     return [Evaluation(cell, [episodes[c, i] for i in range(len(cell.seeds))]) for c, cell in enumerate(cells)]
 
 
-def _play_here(cell: Cell, indices: list[int], finished: Callable[[int, Episode], None]) -> None:
+def _play_here(cell: Cell, agent: Any, indices: list[int], finished: Callable[[int, Episode], None]) -> None:
     """A live agent's episodes, in this process, on one env made for them and closed after."""
     import gymnasium as gym
 
     import vlagym  # noqa: F401  (registers the env ids)
 
-    agent = as_agent(cell.agent)
     env = gym.make(cell.env_id, **cell.env_kwargs)
     try:
         for i in indices:

@@ -126,8 +126,12 @@ def test_cells_share_one_pool_and_keep_their_order():
 
 
 def test_bad_sources_and_cells_are_named():
-    with pytest.raises(TypeError, match="cannot evaluate int 3: an agent source is"):
-        evaluate_agent(3, "vlagym/TabletopTouch-v0", [0], {"obs_mode": "state"})
+    played_first = []
+    with pytest.raises(TypeError, match="cannot evaluate int 3: an agent source is"):  # before any episode
+        evaluate_cells([Cell("expert", "vlagym/TabletopTouch-v0", [0], {"obs_mode": "state"}),
+                        Cell(3, "vlagym/TabletopTouch-v0", [0], {"obs_mode": "state"})],
+                       on_result=lambda *a: played_first.append(a))
+    assert not played_first
     with pytest.raises(ValueError, match="no seeds for expert on vlagym/TabletopTouch-v0"):
         Cell("expert", "vlagym/TabletopTouch-v0", [])
     with pytest.raises(ValueError, match="record must be >= 0"):
