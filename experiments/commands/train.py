@@ -30,6 +30,7 @@ def _train_args(s) -> None:
 
 
 def cmd_train(args) -> int:
+    from vlagym.agents.evaluation import validation_success
     from vlagym.policies.train import TrainConfig, train
 
     if args.trust_pickle:
@@ -37,7 +38,7 @@ def cmd_train(args) -> int:
 
         allow_pickle()
     cfg = TrainConfig(**args.config_values)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, validate=validation_success)
     if summary["best"]["step"] is None:
         print(f"no validation ran; final policy: {summary['best_policy']}; run folder {summary['run']}")
     else:
