@@ -265,19 +265,21 @@ def cmd_collect(args) -> int:
 
 
 def cmd_dataset(args) -> int:
-    from vlagym.dataio.dataset import DatasetError, index_demos, read_manifest, shard_paths
+    from vlagym.dataio.dataset import DatasetError, load_demo
+    from vlagym.dataio.format import open_dataset
 
     if args.action == "verify":
         return _verify_dataset(args.path)
-    refs = index_demos(args.path)
+    dataset = open_dataset(args.path)
+    refs = dataset.episodes()
     if args.action == "info":
         import numpy as np
 
         from vlagym.dataio.dataset import compute_stats
 
-        manifest = read_manifest(args.path)
+        manifest = dataset.metadata()
         words = sorted({w for r in refs for w in r.instruction.replace(",", " ").split()})
-        size = sum(p.stat().st_size for p in shard_paths(args.path))
+        size = sum(p.stat().st_size for p in dataset.files())
         frames = sum(r.length for r in refs)
         stats = compute_stats(refs)["actions"]
         print(f"dataset      {args.path}")
@@ -296,7 +298,6 @@ def cmd_dataset(args) -> int:
         print(f"size on disk {size / 2**20:.1f} MiB ({size / max(frames, 1) / 1024:.1f} KiB per frame)")
         return 0
     from vlagym.agents.video import annotate, write_video
-    from vlagym.dataio.dataset import load_demo
 
     if not 0 <= args.episode < len(refs):
         raise ValueError(f"episode {args.episode} out of range: the dataset has {len(refs)} episodes")
