@@ -151,6 +151,7 @@ class RobomimicWriter(DatasetWriter):
         super().__init__(root, compression)
 
     def stage(self, seed: int, traj: Trajectory, attrs: dict[str, Any], env_args: dict[str, Any]) -> Path:
+        self.staging.dir.mkdir(parents=True, exist_ok=True)
         path = self.staging.path(seed)
         write_episode_file(path, traj, attrs, env_args, self.compression)
         return path
