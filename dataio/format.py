@@ -381,11 +381,8 @@ def open_dataset(path: str | os.PathLike, format: str | None = None) -> DatasetR
 
 def dataset_writer(root: str | os.PathLike, format: str, compression: str | None = None) -> DatasetWriter:
     """A writer of ``format`` into the folder ``root`` (created on the first write)."""
-    _check_name(format)
-    writer = _FORMATS[format][1]
-    if writer is None:
-        raise ValueError(f"dataset format {format!r} can be read but not written here")
-    return writer(root, compression=compression)
+    check_format(format)
+    return _FORMATS[format][1](root, compression=compression)
 
 
 def check_format(name: str) -> None:
