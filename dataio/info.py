@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from vlagym.dataio.dataset import compute_stats, index_demos, read_manifest, shard_paths
+from vlagym.dataio.dataset import compute_stats
+from vlagym.dataio.format import open_dataset
 
 
 @dataclass
@@ -46,9 +46,11 @@ class DatasetSummary:
 
 
 def summarize(path: str | os.PathLike) -> DatasetSummary:
-    """The numbers of the dataset in folder ``path`` (every demo is indexed and its actions read)."""
-    refs = index_demos(path)
-    manifest = read_manifest(path)
+    """The numbers of the dataset in folder ``path``, in any registered format (every demo is indexed and its
+    actions read)."""
+    dataset = open_dataset(path)
+    refs = dataset.episodes()
+    manifest = dataset.metadata()
     stats: dict[str, Any] = compute_stats(refs, keys=("actions",))["actions"]
     return DatasetSummary(
         path=str(path), env=manifest["env_args"]["env_name"], split=manifest["split"], noise=manifest["noise"],
@@ -56,4 +58,4 @@ def summarize(path: str | os.PathLike) -> DatasetSummary:
         succeeded=sum(r.success for r in refs), instructions=len({r.instruction for r in refs}),
         vocabulary=sorted({w for r in refs for w in r.instruction.replace(",", " ").split()}),
         actions={k: stats[k] for k in ("mean", "std", "min", "max")},
-        bytes=sum(p.stat().st_size for p in shard_paths(Path(path))))
+        bytes=sum(p.stat().st_size for p in dataset.files()))

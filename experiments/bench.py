@@ -96,11 +96,11 @@ def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float
 
     from torch.utils.data import DataLoader
 
-    from vlagym.dataio.dataset import shard_paths
+    from vlagym.dataio.format import open_dataset
     from vlagym.dataio.windows import DemoWindows
 
     rows = []
-    size = sum(p.stat().st_size for p in shard_paths(root))
+    size = sum(p.stat().st_size for p in open_dataset(root).files())
     for history, horizon in ((6, 1), (1, 10)):
         ds = DemoWindows(root, history=history, horizon=horizon, augment=True)
         frames = sum(d.length for d in ds.demos)

@@ -102,14 +102,15 @@ def _dataset_args(s) -> None:
 
 
 def cmd_dataset(args) -> int:
-    from vlagym.dataio.dataset import DatasetError, index_demos
+    from vlagym.dataio.dataset import DatasetError
+    from vlagym.dataio.format import open_dataset
 
     if args.action == "verify":
         return _verify_dataset(args.path)
     if args.action == "info":
         _print_info(args.path)
         return 0
-    refs = index_demos(args.path)
+    refs = open_dataset(args.path).episodes()
     from vlagym.agents.video import annotate, write_video
     from vlagym.dataio.dataset import load_demo
 
