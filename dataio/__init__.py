@@ -10,3 +10,6 @@
 """
 
 from vlagym.dataio import robomimic_hdf5 as _robomimic_hdf5  # noqa: F401  (registers the format)
+from vlagym.dataio.format import load_format_plugins as _load_format_plugins
+
+_load_format_plugins()  # formats other packages declare under the "vlagym.dataset_formats" entry-point group

@@ -336,6 +336,27 @@ def register_format(name: str, writer: type[DatasetWriter] | None = None
     return decorate
 
 
+PLUGIN_GROUP = "vlagym.dataset_formats"
+
+
+def load_format_plugins() -> None:
+    """Import the format modules other installed packages declare, so their ``@register_format`` runs::
+
+        [project.entry-points."vlagym.dataset_formats"]
+        npz_episodes = "my_package.npz_episodes"
+
+    A module that fails to import is reported with a warning naming it and skipped."""
+    import warnings
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001  (any error in someone else's module)
+            warnings.warn(f"vlagym dataset format plugin {ep.name!r} ({ep.value}) failed to import: "
+                          f"{type(e).__name__}: {e}", stacklevel=2)
+
+
 def formats() -> list[str]:
     """The registered format names."""
     return sorted(_FORMATS)

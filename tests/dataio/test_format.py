@@ -159,3 +159,30 @@ def test_a_corrupt_shard_is_named_by_the_interface(make_trajectory, tmp_path):
     with pytest.raises(DatasetError, match=r"shard_00000.hdf5 \[demo_0\]: missing dataset 'rewards'"):
         fmt.open_dataset(tmp_path).episodes()
     assert Path(shard).exists()
+
+
+def test_an_installed_package_declares_its_format_by_entry_point(tmp_path):
+    """``import vlagym.dataio`` imports the modules of the "vlagym.dataset_formats" entry-point group, so a
+    fresh process (a ``vlagym`` command) knows a third-party format; a broken one warns and is skipped."""
+    import subprocess
+    import sys
+
+    from vlagym.dataio.format import PLUGIN_GROUP
+
+    (tmp_path / "my_format.py").write_text(
+        "from vlagym.dataio.format import register_format\n"
+        "from vlagym.dataio.robomimic_hdf5 import RobomimicReader\n\n\n"
+        "@register_format('plugged_hdf5')\n"
+        "class PluggedReader(RobomimicReader):\n"
+        "    layout = 'the robomimic layout, under another name'\n")
+    (tmp_path / "broken_format.py").write_text("raise ImportError('no codec')\n")
+    info = tmp_path / "my_formats-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-formats\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{PLUGIN_GROUP}]\nplugged = my_format\nbroken = broken_format\n")
+    code = "from vlagym.dataio.format import formats\nprint('formats', formats())\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "formats ['plugged_hdf5', 'robomimic_hdf5']" in out.stdout.splitlines()
+    assert "plugin 'broken' (broken_format) failed to import: ImportError: no codec" in out.stderr
