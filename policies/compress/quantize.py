@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,11 @@ def quantize_dynamic_int8(policy: Policy, modules: list[str] | None = None) -> P
     engines = torch.backends.quantized.supported_engines
     if "x86" in engines or "fbgemm" in engines:
         torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm"
-    torch.ao.quantization.quantize_dynamic(model, qconfig_spec=set(names), dtype=torch.qint8, inplace=True)
+    with warnings.catch_warnings():
+        # torch 2.14 announces that eager quantization moves to torchao; it still works and ships here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        torch.ao.quantization.quantize_dynamic(model, qconfig_spec=set(names), dtype=torch.qint8, inplace=True)
     for layer in model.modules():
         # nn.TransformerEncoderLayer's fused eval path reads linear1.weight as a tensor, which a quantized
         # Linear does not have; this flag is the layer's own switch to its module-by-module path (the same
