@@ -57,7 +57,7 @@ def quantize_dynamic_int8(policy: Policy, modules: list[str] | None = None) -> P
         torch.backends.quantized.engine = "x86" if "x86" in engines else "fbgemm"
     with warnings.catch_warnings():
         # torch 2.14 announces that eager quantization moves to torchao; it still works and ships here.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         torch.ao.quantization.quantize_dynamic(model, qconfig_spec=set(names), dtype=torch.qint8, inplace=True)
     for layer in model.modules():
