@@ -3,8 +3,9 @@
 Seeds run upwards from the split's start (train 0, val 1e6, test 2e6). Only successful
 episodes are kept; the dataset is the first N successful seeds, whatever order the worker
 processes finish in, so an interrupted and resumed run ends with the same episodes as an
-uninterrupted one. Each finished episode is staged as its own file (atomically); staged
-episodes are merged into shards of ``shard_size``. Rerunning the same command resumes.
+uninterrupted one. Episodes are written through the dataset format interface (``CollectConfig.format``,
+robomimic HDF5 by default): each finished episode is staged as its own file (atomically, by the worker);
+staged episodes are committed into shards of ``shard_size``. Rerunning the same command resumes.
 
 A collection holds the folder's lock (``dataset.locked``) throughout, so a second one into the
 same folder is refused with the first one's pid, host and command. A resume checks its settings
@@ -15,7 +16,6 @@ that every shard and staged episode records, and refuses naming the keys that di
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -33,19 +32,11 @@ from vlagym.agents.rollout import _worker_env, _worker_policy, expert_agent, run
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.resume import settings_differences
 from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
-from vlagym.dataio.dataset import (
-    FORMAT_VERSION,
-    SHARD_GLOB,
-    compute_stats,
-    drop_merged_staged,
-    file_env_args,
-    index_demos,
-    locked,
-    merge_into_shard,
-    reading,
-    staged_seed,
-    write_episode_file,
-)
+from vlagym.dataio.dataset import compute_stats, locked
+from vlagym.dataio.format import DatasetWriter, check_format, dataset_writer
+
+FAILED = "failed"
+"""Staging marker of a seed whose episode failed (and was not kept): a resume does not retry it."""
 
 
 @dataclass
@@ -69,9 +60,11 @@ class CollectConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gym.make (image_size, wrist_camera, ...)."""
     shard_size: int = 50
-    """Episodes per HDF5 shard."""
+    """Episodes per shard."""
     compression: str | None = "gzip"
-    """HDF5 compression for images (gzip, lzf or None)."""
+    """Image compression, in the format's terms (robomimic HDF5: gzip, lzf or None)."""
+    format: str = "robomimic_hdf5"
+    """The dataset format to write (``vlagym.dataio.format.formats()``; docs/adding-a-dataset-format.md)."""
     level: str | None = None
     """Generalization level (``vlagym.envs.levels``) every episode is drawn at; recorded in env_args.
     The train split takes only ``train`` (or None, the union of all levels, as before levels existed)."""
@@ -119,6 +112,10 @@ class CollectConfig:
         if self.driver is None and (self.beta or self.intervene_after):
             raise ValueError("beta and intervene_after mix the expert into a driver policy's rollouts; "
                              "they need a driver")
+        check_format(self.format)
+
+    def writer(self) -> DatasetWriter:
+        return dataset_writer(self.out, self.format, self.compression)
 
 
 class MixedAgent:
@@ -155,8 +152,8 @@ STILL_PROPRIO = 0.002
 """A step whose proprio changes by less than this (metres, radians, in any component) is standing still."""
 
 
-def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, staging: str,
-                 compression: str | None, driver: str | None = None, beta: float = 0.0,
+def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, writer: DatasetWriter,
+                 driver: str | None = None, beta: float = 0.0,
                  keep_failures: bool = False, tags: tuple = (), intervene_after: int = 0
                  ) -> tuple[int, bool, int]:
     """Worker: run one episode (the expert's, or ``driver``'s with expert labels); stage it if it
@@ -177,10 +174,9 @@ def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, stagin
                  "source": "expert" if driver is None else "dagger", **dict(tags)}
         if driver is not None and intervene_after:
             attrs["intervened"] = made[-1].intervened_at is not None
-        write_episode_file(Path(staging) / f"ep_{seed:09d}.hdf5", ep.trajectory, attrs,
-                           _env_args(env_id, dict(env_kwargs)), compression)
+        writer.stage(seed, ep.trajectory, attrs, _env_args(env_id, dict(env_kwargs)))
     else:
-        (Path(staging) / f"failed_{seed:09d}").touch()
+        writer.staging.mark(seed, FAILED)
     return seed, ep.success, ep.steps
 
 
@@ -190,16 +186,13 @@ def _env_args(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             "max_episode_steps": spec.max_episode_steps}
 
 
-def _done_seeds(root: Path) -> tuple[set[int], set[int]]:
+def _done_seeds(writer: DatasetWriter) -> tuple[set[int], set[int]]:
     """Seeds already kept (in shards or staged) and seeds that failed."""
-    kept = {ref.seed for ref in index_demos(root)} if any(root.glob(SHARD_GLOB)) else set()
-    staging = root / "staging"
-    kept |= {staged_seed(p) for p in staging.glob("ep_*.hdf5")}
-    failed = {int(p.name.split("_")[1]) for p in staging.glob("failed_*")}
-    return kept, failed
+    kept = {ref.seed for ref in writer.committed()} | set(writer.staging.seeds())
+    return kept, writer.staging.marked(FAILED)
 
 
-def _check_settings(root: Path, cfg: CollectConfig, request: dict[str, Any]) -> None:
+def _check_settings(root: Path, cfg: CollectConfig, request: dict[str, Any], writer: DatasetWriter) -> None:
     """Refuse to resume into a folder collected with other settings (request.json, and the env args
     and noise stored in every shard and staged episode, which survive a lost request.json)."""
     request_path = root / "request.json"
@@ -209,13 +202,12 @@ def _check_settings(root: Path, cfg: CollectConfig, request: dict[str, Any]) -> 
             raise ValueError(f"{root} was collected with different settings: {'; '.join(diff)}; "
                              f"use another --out or the same options to resume")
     wanted = json.loads(json.dumps(_env_args(cfg.env, cfg.env_kwargs)))
-    for path in [*sorted(root.glob(SHARD_GLOB)), *sorted((root / "staging").glob("ep_*.hdf5"))]:
-        diff = settings_differences(file_env_args(path), wanted)
-        with reading(path), h5py.File(path, "r") as f:
-            noises = {float(d.attrs.get("noise", 0.0)) for d in f["data"].values()}
+    for stored in writer.stored():
+        diff = settings_differences(stored.env_args, wanted)
+        noises = {float(attrs.get("noise", 0.0)) for attrs in stored.episodes}
         diff += [f"noise (stored {n!r}, requested {cfg.noise!r})" for n in sorted(noises) if n != cfg.noise]
         if diff:
-            raise ValueError(f"{path} was collected with different settings: {'; '.join(diff)}; "
+            raise ValueError(f"{stored.path} was collected with different settings: {'; '.join(diff)}; "
                              f"use another --out or the same options to resume")
 
 
@@ -235,8 +227,8 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     from vlagym.core.provenance import provenance
 
     root = Path(cfg.out)
-    staging = root / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
+    writer = cfg.writer()
+    writer.staging.dir.mkdir(parents=True, exist_ok=True)
     request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
     if cfg.level is None:  # datasets from before levels existed resume unchanged
         request.pop("level")
@@ -244,15 +236,16 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
                          ("intervene_after", 0)):
         if request[key] == default:  # nor do those collected before DAgger existed
             request.pop(key)
-    _check_settings(root, cfg, request)
-    merged = drop_merged_staged(root)
+    if request["format"] == "robomimic_hdf5":  # nor those from before formats were pluggable
+        request.pop("format")
+    _check_settings(root, cfg, request, writer)
+    merged = writer.repair()
     if merged:
         print(f"collect: removed {len(merged)} staged episodes a shard already holds (seeds "
-              f"{staged_seed(merged[0])}..{staged_seed(merged[-1])}; an earlier merge was interrupted)",
-              file=sys.stderr)
+              f"{merged[0]}..{merged[-1]}; an earlier merge was interrupted)", file=sys.stderr)
 
     t0 = time.time()
-    kept, failed = _done_seeds(root)
+    kept, failed = _done_seeds(writer)
     limit = cfg.seed_start + SPLIT_SIZE
     outside = sorted(s for s in kept if not cfg.seed_start <= s < limit)
     if outside:
@@ -279,8 +272,8 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
                     next_seed += 1
                 if next_seed >= limit:
                     raise RuntimeError(f"ran out of {cfg.split} seeds before {cfg.episodes} successes")
-                fut = pool.submit(_collect_one, cfg.env, env_kwargs, next_seed, cfg.noise, str(staging),
-                                  cfg.compression, cfg.driver, cfg.beta, cfg.keep_failures,
+                fut = pool.submit(_collect_one, cfg.env, env_kwargs, next_seed, cfg.noise, writer,
+                                  cfg.driver, cfg.beta, cfg.keep_failures,
                                   tuple(sorted(cfg.tags.items())), cfg.intervene_after)
                 running[fut] = next_seed
                 next_seed += 1
@@ -297,19 +290,17 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     # The dataset is the first N successful seeds: drop any extra a worker finished late.
     chosen = sorted(kept)[: cfg.episodes]
     for seed in sorted(kept)[cfg.episodes:]:
-        p = staging / f"ep_{seed:09d}.hdf5"
-        if p.exists():
-            p.unlink()
+        writer.staging.discard(seed)
     _merge_staged(root, cfg)
-    refs = index_demos(root)
-    stats = compute_stats(refs)
-    atomic_write_text(root / "stats.json", json.dumps(stats, indent=2))
+    refs = writer.committed()
+    writer.write_stats(compute_stats(refs))
     dropped = sorted(s for s in failed if s < max(chosen))
     previous_wall = _previous_manifest(root).get("wall_time_s", 0.0)
     manifest = {
         **provenance(),
         "vlagym_version": vlagym.__version__,
-        "format_version": _format_version(root),
+        **({"format": cfg.format} if cfg.format != "robomimic_hdf5" else {}),
+        "format_version": writer.format_version(),
         "env_args": _env_args(cfg.env, cfg.env_kwargs),
         "expert": f"{cfg.env} scripted expert",
         **({"driver": cfg.driver, "beta": cfg.beta, "tags": cfg.tags} if cfg.driver else {}),
@@ -321,10 +312,10 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
         "frames": int(sum(r.length for r in refs)),
         "dropped_failures": len(dropped),
         "dropped_seeds": dropped,
-        "shards": [p.name for p in sorted(root.glob("shard_*.hdf5"))],
+        "shards": [p.name for p in writer.shards()],
         "wall_time_s": round(previous_wall + time.time() - t0, 1),
     }
-    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
+    writer.write_manifest(manifest)
     return manifest
 
 
@@ -333,27 +324,8 @@ def _previous_manifest(root: Path) -> dict[str, Any]:
     return read_json(p) if p.exists() else {}
 
 
-def _format_version(root: Path) -> int:
-    """The oldest format among the shards (a resumed format-1 dataset keeps shards without checksums)."""
-    versions = []
-    for path in sorted(root.glob(SHARD_GLOB)):
-        with reading(path), h5py.File(path, "r") as f:
-            versions.append(int(f["data"].attrs.get("format_version", 1)))
-    return min(versions, default=FORMAT_VERSION)
-
-
 def _merge_staged(root: Path, cfg: CollectConfig) -> None:
-    """Merge staged episodes (in seed order) into shards of ``shard_size`` demos."""
-    staged = sorted((root / "staging").glob("ep_*.hdf5"))
-    shards = sorted(root.glob(SHARD_GLOB))
-    index = len(shards)
-    args = _env_args(cfg.env, cfg.env_kwargs)
-    for start in range(0, len(staged), cfg.shard_size):
-        merge_into_shard(root / f"shard_{index:05d}.hdf5", staged[start:start + cfg.shard_size], args)
-        index += 1
-    for marker in (root / "staging").glob("failed_*"):
-        marker.unlink()
-    try:
-        os.rmdir(root / "staging")
-    except OSError:
-        pass
+    """Commit staged episodes (in seed order) into shards of ``shard_size`` demos; drop the failure markers."""
+    writer = cfg.writer()
+    writer.commit(_env_args(cfg.env, cfg.env_kwargs), cfg.shard_size)
+    writer.staging.clear(tags=(FAILED,))

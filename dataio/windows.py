@@ -5,7 +5,8 @@ A sample at step ``t`` of a demo holds the ``history`` observations ending at ``
 Windows that cross an episode edge are padded by repeating the edge entry, and masks say
 which entries are real.
 
-Loading refuses garbage before training sees it (``DatasetError`` naming file, demo, key, row):
+Windows read through the dataset format interface (``dataio.format``), so every registered format trains
+the same way. Loading refuses garbage before training sees it (``DatasetError`` naming file, demo, key, row):
 labels and proprio must be finite, labels must lie in the env's action space (built from each
 shard's ``env_args``) widened by ``ACTION_MARGIN`` of its range per side, and a ``stats.json``
 must agree with the statistics of the data it describes (see ``check_stats``).
@@ -16,16 +17,15 @@ from __future__ import annotations
 import functools
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlagym.core.io import read_json
-from vlagym.dataio.dataset import DatasetError, DemoRef, file_env_args, index_demos, label_datasets, reading
+from vlagym.core.io import DatasetError
+from vlagym.dataio.dataset import DemoRef, index_demos
+from vlagym.dataio.format import DatasetReader, reader_of
 
 ACTION_KEYS = ("actions", "expert_actions")
 # Executed actions are clipped to the space by the expert, so stored ones lie inside it; 10% of the
@@ -37,10 +37,10 @@ STATS_RTOL, STATS_ATOL = 1e-3, 1e-5
 
 
 class DemoWindows(Dataset):
-    """``torch.utils.data.Dataset`` of windows over one or many dataset folders or shards.
+    """``torch.utils.data.Dataset`` of windows over one or many datasets of any registered format.
 
     Args:
-        paths: dataset folders or shard files.
+        paths: dataset folders (or single shard files, where the format allows).
         history: observations per sample, ending at the current step.
         horizon: actions per sample, starting at the current step.
         image_keys: image observations to load (``"rgb"``, ``"rgb_wrist"``).
@@ -98,78 +98,66 @@ class DemoWindows(Dataset):
         self.label_keys = tuple(label_keys)
         self.augment, self.shift, self.jitter = augment, shift, jitter
         self._index = [(d, t) for d, ref in enumerate(self.demos) for t in range(ref.length)]
-        self._files: dict[Path, h5py.File] = {}
+        self._readers = list({id(r): r for r in map(reader_of, self.demos)}.values())
+        for reader in self._readers:  # random access: one handle per file per process
+            reader.keep_open = True
         self._check_keys()
         self._data_stats = self._scan()
-        self._preloaded: list[dict[str, Any]] | None = self._preload() if preload else None
+        self._preloaded: list[dict[str, np.ndarray]] | None = self._preload() if preload else None
+        for reader in self._readers:  # no handle opened here may cross into a forked DataLoader worker
+            reader.close()
 
     def decoded_bytes(self, image_keys: tuple[str, ...] | None = None) -> int:
         """Memory the decoded frames of ``image_keys`` (default: this dataset's) take: what ``preload`` holds."""
         ref = self.demos[0]
         keys = self.image_keys if image_keys is None else image_keys
-        with reading(ref.path, ref.key, "obs"), h5py.File(ref.path, "r") as f:
-            per_frame = sum(int(np.prod(f["data"][ref.key]["obs"][k].shape[1:])) for k in keys)
+        per_frame = sum(int(np.prod(reader_of(ref).read(ref, f"obs/{k}", slice(0, 1)).shape[1:])) for k in keys)
         return per_frame * sum(r.length for r in self.demos)
 
-    def _preload(self) -> list[dict[str, Any]]:
-        """Every demo's frames, proprio, labels and label keys as numpy arrays, in the layout of its group."""
+    def _keys(self) -> list[str]:
+        """The flat keys an item reads."""
+        return [*(f"obs/{k}" for k in (*self.image_keys, "proprio")), self.action_key,
+                *(f"labels/{k}" for k in self.label_keys)]
+
+    def _preload(self) -> list[dict[str, np.ndarray]]:
+        """Every demo's frames, proprio, labels and label keys as numpy arrays, by flat key."""
         from tqdm import tqdm
 
-        out = []
-        for ref in tqdm(self.demos, desc="decode frames into memory", unit="demo", dynamic_ncols=True,
-                        leave=False):
-            with reading(ref.path, ref.key), h5py.File(ref.path, "r") as f:
-                d = f["data"][ref.key]
-                arrays: dict[str, Any] = {"obs": {k: d["obs"][k][()] for k in (*self.image_keys, "proprio")},
-                                          self.action_key: d[self.action_key][()]}
-                if self.label_keys:
-                    arrays["labels"] = {k: d["labels"][k][()] for k in self.label_keys}
-            out.append(arrays)
-        return out
+        return [reader_of(ref).read_keys(ref, self._keys())
+                for ref in tqdm(self.demos, desc="decode frames into memory", unit="demo", dynamic_ncols=True,
+                                leave=False)]
 
     def _check_keys(self) -> None:
         ref = self.demos[0]
-        with reading(ref.path, ref.key, "obs"), h5py.File(ref.path, "r") as f:
-            obs = f["data"][ref.key]["obs"]
-            missing = [k for k in (*self.image_keys, "proprio") if k not in obs]
+        obs = [k.split("/", 1)[1] for k in reader_of(ref).keys(ref) if k.startswith("obs/")]
+        missing = [k for k in (*self.image_keys, "proprio") if k not in obs]
+        if missing:
+            raise KeyError(f"{ref.path}: observations lack {missing}; have {sorted(obs)}")
+        if self.action_key != "actions":
+            lacking = [r for r in self.demos if self.action_key not in reader_of(r).keys(r)]
+            if lacking:
+                raise KeyError(f"{lacking[0].path} [{lacking[0].key}] has no {self.action_key!r} (collected before "
+                               f"the expert's noiseless actions were stored); recollect it or train on 'actions'")
+        for r in self.demos if self.label_keys else ():
+            have = [k.split("/", 1)[1] for k in reader_of(r).keys(r) if k.startswith("labels/")]
+            missing = [k for k in self.label_keys if k not in have]
             if missing:
-                raise KeyError(f"{ref.path}: observations lack {missing}; have {sorted(obs)}")
-        if self.action_key != "actions":  # opened and closed here: h5py handles must not cross a fork
-            for path in dict.fromkeys(ref.path for ref in self.demos):  # each shard once
-                with reading(path), h5py.File(path, "r") as f:
-                    lacking = [r.key for r in self.demos if r.path == path and self.action_key not in f["data"][r.key]]
-                if lacking:
-                    raise KeyError(f"{path} [{lacking[0]}] has no {self.action_key!r} (collected before the "
-                                   f"expert's noiseless actions were stored); recollect it or train on 'actions'")
-        if self.label_keys:
-            for path in dict.fromkeys(ref.path for ref in self.demos):
-                with h5py.File(path, "r") as f:
-                    for r in self.demos:
-                        if r.path != path:
-                            continue
-                        have = f["data"][r.key].get("labels")
-                        missing = [k for k in self.label_keys if have is None or k not in have]
-                        if missing:
-                            raise KeyError(
-                                f"{path} [{r.key}] has no privileged label labels/{missing[0]} (collected before "
-                                f"labels were recorded, or a task without that role: it has "
-                                f"{sorted(label_datasets(f['data'][r.key]))}); recollect it, or train without "
-                                f"grounding heads (policy.heatmap_weight, position_weight and yaw_weight 0)")
+                raise KeyError(
+                    f"{r.path} [{r.key}] has no privileged label labels/{missing[0]} (collected before "
+                    f"labels were recorded, or a task without that role: it has {sorted(have)}); recollect it, "
+                    f"or train without grounding heads (policy.heatmap_weight, position_weight and yaw_weight 0)")
 
     def _scan(self) -> dict[str, dict[str, list[float]]]:
         """Read every demo's labels and proprio once: refuse non-finite values and labels outside the
         action space (plus ``ACTION_MARGIN``); return their per-dimension statistics."""
         arrays: dict[str, list[np.ndarray]] = {self.action_key: [], "proprio": []}
-        for path in dict.fromkeys(ref.path for ref in self.demos):  # each shard once
-            bounds = _action_bounds(json.dumps(file_env_args(path), sort_keys=True))
-            with reading(path), h5py.File(path, "r") as f:
-                for ref in (r for r in self.demos if r.path == path):
-                    for key in arrays:
-                        with reading(path, ref.key, key):
-                            d = f["data"][ref.key]
-                            x = (d[key] if key in d else d["obs"][key])[()]
-                        _check_values(x, f"{path} [{ref.key}] {key}", bounds if key in ACTION_KEYS else None)
-                        arrays[key].append(x)
+        for ref in self.demos:
+            reader = reader_of(ref)
+            bounds = _action_bounds(json.dumps(reader.env_args(ref), sort_keys=True))
+            for key in arrays:
+                x = reader.read(ref, key if key in ACTION_KEYS else f"obs/{key}")
+                _check_values(x, f"{ref.path} [{ref.key}] {key}", bounds if key in ACTION_KEYS else None)
+                arrays[key].append(x)
         out = {}
         for key, xs in arrays.items():
             x = np.concatenate(xs).astype(np.float64)
@@ -180,28 +168,19 @@ class DemoWindows(Dataset):
     def __len__(self) -> int:
         return len(self._index)
 
-    def _file(self, path: Path) -> h5py.File:
-        # One handle per file per worker process (h5py handles must not cross a fork).
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = h5py.File(path, "r")
-        return f
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        return state
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """``key`` is an index, or ``(index, augmentation_seed)`` for reproducible augmentation."""
         i, aug_seed = key if isinstance(key, tuple) else (key, None)
         d, t = self._index[i]
-        ref = self.demos[d]
-        with reading(ref.path, ref.key, f"frame {t}"):
-            return self._item(d, t, ref, aug_seed)
+        return self._item(d, t, self.demos[d], aug_seed)
+
+    def _rows(self, d: int, ref: DemoRef, reader: DatasetReader, key: str, start: int, stop: int) -> np.ndarray:
+        if self._preloaded is not None:
+            return self._preloaded[d][key][start:stop]
+        return reader.read(ref, key, slice(start, stop))
 
     def _item(self, d: int, t: int, ref: DemoRef, aug_seed: int | None) -> dict[str, Any]:
-        demo = self._preloaded[d] if self._preloaded is not None else self._file(ref.path)["data"][ref.key]
+        reader = reader_of(ref)
         n = ref.length
         lo = max(0, t - self.history + 1)
         obs_idx = np.arange(t - self.history + 1, t + 1)
@@ -218,22 +197,23 @@ class DemoWindows(Dataset):
         item: dict[str, Any] = {
             "obs_mask": torch.from_numpy(obs_mask),
             "action_mask": torch.from_numpy(action_mask),
-            "proprio": torch.from_numpy(demo["obs"]["proprio"][lo:t + 1][take_obs].astype(np.float32)),
-            "actions": torch.from_numpy(demo[self.action_key][t:hi][take_act].astype(np.float32)),
+            "proprio": torch.from_numpy(self._rows(d, ref, reader, "obs/proprio", lo, t + 1)[take_obs]
+                                        .astype(np.float32)),
+            "actions": torch.from_numpy(self._rows(d, ref, reader, self.action_key, t, hi)[take_act]
+                                        .astype(np.float32)),
             "instruction": ref.instruction,
             "index": torch.tensor([d, t]),
         }
         gen = np.random.default_rng(aug_seed) if self.augment else None
         offsets = {}
         for key in self.image_keys:
-            with reading(ref.path, ref.key, f"obs/{key} frames {lo}..{t}"):
-                frames = demo["obs"][key][lo:t + 1][take_obs]  # (history, H, W, 3) uint8
+            frames = self._rows(d, ref, reader, f"obs/{key}", lo, t + 1)[take_obs]  # (history, H, W, 3) uint8
             images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
             if gen is not None:
                 images, offsets[key] = augment_images(images, gen, self.shift, self.jitter, return_shift=True)
             item[key] = images
         for name in self.label_keys:
-            value = np.asarray(demo["labels"][name][t])
+            value = np.asarray(self._rows(d, ref, reader, f"labels/{name}", t, t + 1)[0])
             *_, cam, field = name.split("/")
             if field == "uv" and cam in offsets:  # the label moves with the image
                 (ox, oy), (h, w) = offsets[cam], item[cam].shape[-2:]
@@ -250,11 +230,11 @@ class DemoWindows(Dataset):
         return self._stats("proprio")
 
     def _stats(self, key: str) -> dict[str, list[float]]:
-        stats_file = Path(self.paths[0]) / "stats.json"
-        if self.max_demos is None and len(self.paths) == 1 and stats_file.exists():
-            stats = read_json(stats_file)
+        if self.max_demos is None and len(self.paths) == 1:
+            reader = reader_of(self.demos[0])
+            stats = reader.stats()
             if isinstance(stats, dict) and key in stats:
-                check_stats(stats[key], self._data_stats[key], f"{stats_file} [{key}]")
+                check_stats(stats[key], self._data_stats[key], f"{reader.path / 'stats.json'} [{key}]")
                 return stats[key]
         return self._data_stats[key]
 
@@ -367,6 +347,5 @@ def dataset_roles(paths: list[str | os.PathLike] | str | os.PathLike) -> tuple[s
     """The roles a dataset's privileged labels name (``object``, ``destination``, ``goal``), in the
     task's order as its first demo stores them; () for a dataset without labels."""
     ref = index_demos(paths, validate=False)[0]
-    with h5py.File(ref.path, "r") as f:
-        keys = label_datasets(f["data"][ref.key])
-    return tuple(dict.fromkeys(k.split("/")[0] for k in keys))
+    keys = [k.split("/")[1] for k in reader_of(ref).keys(ref) if k.startswith("labels/")]
+    return tuple(dict.fromkeys(keys))

@@ -96,11 +96,11 @@ def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float
 
     from torch.utils.data import DataLoader
 
-    from vlagym.dataio.dataset import shard_paths
+    from vlagym.dataio.format import open_dataset
     from vlagym.dataio.windows import DemoWindows
 
     rows = []
-    size = sum(p.stat().st_size for p in shard_paths(root))
+    size = sum(p.stat().st_size for p in open_dataset(root).files())
     for history, horizon in ((6, 1), (1, 10)):
         ds = DemoWindows(root, history=history, horizon=horizon, augment=True)
         frames = sum(d.length for d in ds.demos)
@@ -123,12 +123,12 @@ def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float
     return rows
 
 
-def bench_policy(names: tuple[str, ...] = ("rt1", "bcz", "clip"), env_id: str = "vlagym/TabletopTouch-v0",
+def bench_policy(names: tuple[str, ...] | None = None, env_id: str = "vlagym/TabletopTouch-v0",
                  image_size: int = 128, batch_size: int = 32, acts: int = 60, forwards: int = 3,
                  threads: int = 1, overrides: dict[str, dict] | None = None) -> list[dict]:
-    """Each policy's default config on ``env_id``'s spaces: parameters, checkpoint size, ms per
-    ``act`` (one observation, history and caches as in an episode) and ms per batched forward
-    (``predict``, and ``loss`` + backward) on ``threads`` CPU threads. Times are medians over
+    """Each policy's default config (``names``, default every registered policy) on ``env_id``'s spaces:
+    parameters, checkpoint size, ms per ``act`` (one observation, history and caches as in an episode) and
+    ms per batched forward (``predict``, and ``loss`` + backward) on ``threads`` CPU threads. Times are medians over
     calls, which shrugs off other people's processes on a shared machine."""
     import statistics
     import tempfile
@@ -136,7 +136,7 @@ def bench_policy(names: tuple[str, ...] = ("rt1", "bcz", "clip"), env_id: str = 
 
     import torch
 
-    from vlagym.policies import make_policy
+    from vlagym.policies import make_policy, policy_names
 
     def median_ms(fn, n: int) -> tuple[float, float]:
         """Median wall-clock and CPU milliseconds per call (CPU time ignores waiting for a busy core)."""
@@ -155,7 +155,7 @@ def bench_policy(names: tuple[str, ...] = ("rt1", "bcz", "clip"), env_id: str = 
     env.close()
     rng = np.random.default_rng(0)
     rows = []
-    for name in names:
+    for name in names or policy_names():
         torch.manual_seed(0)
         policy = make_policy(name, obs_space, act_space, **(overrides or {}).get(name, {})).eval()
         cfg = policy.config

@@ -35,6 +35,7 @@ def run_efficiency(
     log=print,
 ) -> dict[str, Any]:
     """Train and evaluate once per demonstration count; returns the summary written to ``efficiency.json``."""
+    from vlagym.agents.evaluation import validation_success
     from vlagym.experiments.evaluate import evaluate
     from vlagym.policies.train import load_config, train
 
@@ -59,7 +60,7 @@ def run_efficiency(
             cfg = dataclasses.replace(base, max_demos=n, out=str(run))
             t = time.time()
             log(f"[{n} demos] training {cfg.policy} for {cfg.steps} steps in {run}")
-            train(cfg, resume=(run / "config.yaml").exists())
+            train(cfg, resume=(run / "config.yaml").exists(), validate=validation_success)
             train_s = time.time() - t
             log(f"[{n} demos] evaluating on {episodes} test seeds from {seed_start}")
             report = evaluate(str(run), [_env_of(cfg.data[0])], episodes, seed_start=seed_start, workers=workers,

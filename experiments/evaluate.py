@@ -18,8 +18,9 @@ from typing import Any
 
 from gymnasium import spaces
 
+from vlagym.agents.evaluation import Cell, evaluate_cells
 from vlagym.agents.policy_agent import policy_env_args, resolve_policy_dir
-from vlagym.agents.rollout import Episode, Job, run_jobs, video_kwargs
+from vlagym.agents.rollout import Episode, video_kwargs
 from vlagym.agents.video import grid, write_video
 from vlagym.core.io import atomic_write_text
 from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
@@ -81,26 +82,29 @@ def evaluate(
     # the expert gets the same.
     kwargs_of = {e: eval_env_kwargs(policy, e, env_kwargs or {}) for e in env_ids}
     recording = video_dir is not None
-    jobs = [Job(e, s, record=recording and i < videos_per_env, agent=path,
-                env_kwargs=tuple(sorted({**kwargs_of[e], **(video_kwargs(e) if recording else {})}.items())))
-            for name, path in agents.items() for e in env_ids for i, s in enumerate(seeds[e])]
+    cells = [Cell(path, e, seeds[e], {**kwargs_of[e], **(video_kwargs(e) if recording else {})},
+                  record=videos_per_env if recording else 0)
+             for path in agents.values() for e in env_ids]
     name_of = {path: name for name, path in agents.items()}
     log = None
     if out:
         settings = {"agents": {n: _digest(p) if n == "policy" else p for n, p in agents.items()},
                     "env_ids": env_ids, "episodes": episodes, "seed_start": seed_start, "env_kwargs": kwargs_of}
         log = EpisodeLog(Path(out) / EPISODE_LOG, settings, on_change=on_change)
-    done = {i: log.get(name_of[j.agent], j) for i, j in enumerate(jobs) if log and not j.record}
-    done = {i: ep for i, ep in done.items() if ep is not None}
+    # Recorded episodes always rerun: the log keeps no frames.
+    done = {(c, i): ep for c, cell in enumerate(cells) for i, seed in enumerate(cell.seeds)
+            if log and i >= cell.record and (ep := log.get(name_of[cell.agent], cell, seed)) is not None}
     if done:
-        print(f"eval: resuming from {log.path}: {len(done)} of {len(jobs)} episodes already finished")
-    todo = [i for i in range(len(jobs)) if i not in done]
-    on_result = (lambda k, ep: log.append(name_of[jobs[todo[k]].agent], jobs[todo[k]], ep)) if log else None
-    fresh = run_jobs([jobs[i] for i in todo], workers=workers, desc="eval", on_result=on_result) if todo else []
-    results = {**done, **dict(zip(todo, fresh))}
+        total = sum(len(cell.seeds) for cell in cells)
+        print(f"eval: resuming from {log.path}: {len(done)} of {total} episodes already finished")
+
+    def on_result(c: int, i: int, ep: Episode) -> None:  # in this process, as each episode comes back
+        log.append(name_of[cells[c].agent], cells[c], cells[c].seeds[i], ep)
+
+    evaluations = evaluate_cells(cells, workers=workers, desc="eval", done=done, on_result=on_result if log else None)
     rows: dict[str, list[Episode]] = {name: [] for name in agents}
-    for i, job in enumerate(jobs):
-        rows[name_of[job.agent]].append(results[i])
+    for ev in evaluations:
+        rows[name_of[ev.cell.agent]] += ev.episodes
     videos = _write_videos(rows, video_dir, gif) if video_dir else []
     report = build_report(rows, seeds, job="eval", policy=agents.get("policy"),
                           env_kwargs=_report_kwargs(kwargs_of), split=split, videos=videos,
@@ -243,14 +247,14 @@ class EpisodeLog:
             self._write({"settings": self.settings})
 
     @staticmethod
-    def key(agent: str, job: Job) -> str:
-        return json.dumps([agent, job.env_id, job.seed, [list(kv) for kv in job.env_kwargs]])
+    def key(agent: str, cell: Cell, seed: int) -> str:
+        return json.dumps([agent, cell.env_id, seed, [[k, v] for k, v in sorted(cell.env_kwargs.items())]])
 
-    def get(self, agent: str, job: Job) -> Episode | None:
-        return self.episodes.get(self.key(agent, job))
+    def get(self, agent: str, cell: Cell, seed: int) -> Episode | None:
+        return self.episodes.get(self.key(agent, cell, seed))
 
-    def append(self, agent: str, job: Job, episode: Episode) -> None:
-        self._write({"key": self.key(agent, job), "episode": episode.summary()})
+    def append(self, agent: str, cell: Cell, seed: int, episode: Episode) -> None:
+        self._write({"key": self.key(agent, cell, seed), "episode": episode.summary()})
 
     def _write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -94,6 +94,7 @@ class PipelineConfig:
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
+    from vlagym.agents.evaluation import validation_success
     from vlagym.experiments.evaluate import evaluate
     from vlagym.policies.train import TrainConfig, train
 
@@ -118,7 +119,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
                             labels=cfg.labels,
                             warmup_steps=min(100, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 4),
                             eval_episodes=cfg.val_episodes, save_every=max(1, cfg.train_steps // 6), num_workers=1)
-    summary = train(train_cfg, resume=(run / "config.yaml").exists())
+    summary = train(train_cfg, resume=(run / "config.yaml").exists(), validate=validation_success)
     timings["train_s"] = round(time.time() - t, 1)
 
     log(f"[3/5] evaluating the policy and the expert on {cfg.eval_episodes} test seeds")

@@ -74,13 +74,17 @@ class RLConfig:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     """Hidden layers of the actor and critic MLPs on top of the features."""
     learning_rate: float = 3e-4
+    """Learning rate of the optimizer (constant)."""
     n_steps: int = 256
     """PPO: steps per env per rollout."""
     batch_size: int = 64
+    """Minibatch size."""
     n_epochs: int = 10
     """PPO: passes over each rollout."""
     gamma: float = 0.99
+    """Discount factor."""
     ent_coef: float = 0.0
+    """PPO: entropy bonus coefficient."""
     target_kl: float | None = None
     """PPO: stop a rollout's epochs early once the approximate KL to the rollout policy passes 1.5x this
     (SB3's ``target_kl``); keeps fine-tuning near the policy that collected the data."""
@@ -380,25 +384,19 @@ def set_actor_trainable(policy, trainable: bool) -> None:
 
 
 def validation_point(model, cfg: RLConfig, t0: float) -> dict[str, Any]:
-    """Deterministic success on ``eval_episodes`` validation seeds (the same seeds at every point)."""
-    import gymnasium as gym
+    """Deterministic success on ``eval_episodes`` validation seeds (the same seeds at every point), played by the
+    evaluator with the live model, as ``vlagym eval`` plays its saved zip; the sparse reward (the kwargs without
+    ``reward_type``), as at test time."""
+    from vlagym.agents.evaluation import evaluate_agent
 
-    from vlagym.agents.policy_agent import SB3Agent
-    from vlagym.agents.rollout import run_episode
-    from vlagym.core.stats import wilson_interval
-
-    agent = SB3Agent(model, threads=None)
     kwargs = {k: v for k, v in cfg.env_kwargs.items() if k != "reward_type"}
-    env = gym.make(cfg.env, **kwargs)
-    try:
-        eps = [run_episode(env, SPLIT_SEED_START["val"] + i, lambda e: agent) for i in range(cfg.eval_episodes)]
-    finally:
-        env.close()
-    k = sum(e.success for e in eps)
-    lo, hi = wilson_interval(k, len(eps))
+    seeds = range(SPLIT_SEED_START["val"], SPLIT_SEED_START["val"] + cfg.eval_episodes)
+    summary = evaluate_agent(model, cfg.env, seeds, kwargs).summary
+    lo, hi = summary["success_ci95"]
     train = [ep["success"] for ep in model.ep_info_buffer if "success" in ep]
-    return {"timesteps": int(model.num_timesteps), "wall_s": round(time.time() - t0, 1), "episodes": len(eps),
-            "successes": k, "success_rate": k / len(eps), "ci_low": lo, "ci_high": hi,
+    return {"timesteps": int(model.num_timesteps), "wall_s": round(time.time() - t0, 1),
+            "episodes": summary["episodes"], "successes": summary["successes"],
+            "success_rate": summary["success_rate"], "ci_low": lo, "ci_high": hi,
             "train_success_rate": float(np.mean(train)) if train else ""}
 
 

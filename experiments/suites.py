@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from vlagym.agents.rollout import Episode, Job, run_jobs, summarize
+from vlagym.agents.evaluation import Cell, evaluate_cells
 from vlagym.core.io import atomic_write_text
 from vlagym.core.provenance import provenance
 from vlagym.core.splits import SPLIT_SEED_START, split_of
@@ -93,23 +92,17 @@ def run_suite(
     for env_id, cond in conditions:  # an unknown or invalid kwarg fails here, before any episode
         check_env_kwargs(env_id, {**kwargs, **cond["env_kwargs"]})
     t0 = time.time()
-    jobs, cells = [], []
+    plan, cells = [], []
     for env_id, cond in conditions:
         seeds = list(range(cond["seed_start"], cond["seed_start"] + episodes))
         ek = {**kwargs, **cond["env_kwargs"]}
         for name, path in agents.items():
-            cell = {"agent": name, "env_id": env_id, **{k: v for k, v in cond.items() if k != "env_kwargs"},
-                    "env_kwargs": ek, "seeds": seeds}
-            cells.append(cell)
-            jobs += [(len(cells) - 1, Job(env_id, s, env_kwargs=tuple(sorted(ek.items())), agent=path)) for s in seeds]
-    results = run_jobs([j for _, j in jobs], workers=workers, desc=f"eval {suite}")
-    by_cell: dict[int, list[Episode]] = defaultdict(list)
-    for (i, _), ep in zip(jobs, results):
-        by_cell[i].append(ep)
-    for i, cell in enumerate(cells):
-        eps = by_cell[i]
-        cell.update(summarize(eps))
-        cell["episode_splits"] = sorted({e.info.get("generalization_split", "") for e in eps})
+            cells.append({"agent": name, "env_id": env_id, **{k: v for k, v in cond.items() if k != "env_kwargs"},
+                          "env_kwargs": ek, "seeds": seeds})
+            plan.append(Cell(path, env_id, seeds, ek))
+    for cell, ev in zip(cells, evaluate_cells(plan, workers=workers, desc=f"eval {suite}")):
+        cell.update(ev.summary)
+        cell["episode_splits"] = sorted({e.info.get("generalization_split", "") for e in ev.episodes})
     report = {
         "provenance": provenance(),
         "job": f"eval --suite {suite}",

@@ -64,6 +64,7 @@ class PolicyConfig:
     """
 
     type: ClassVar[str] = ""
+    """The policy's registered name (config.json's ``type``), set by ``@register_policy`` on its policy."""
 
     image_size: tuple[int, int] = (128, 128)
     """Camera resolution (height, width). Must equal the env's: images are never resized."""
@@ -112,6 +113,14 @@ class PolicyConfig:
     ``vlagym train`` fills them from the data when a grounding weight is set."""
     feed_location: bool = False
     """Hand the predicted pixel positions, visibilities and 3-D positions to the action head."""
+
+    @classmethod
+    def tiny_variants(cls) -> dict[str, dict[str, Any]]:
+        """Variant suffix (``""`` for the plain one) -> field overrides that shrink this policy to test size
+        with every architectural part kept. The policy tests, the regression artifact and the benchmark's
+        smoke test build every registered policy from these (``"<name>"``, ``"<name>-<suffix>"``), so a new
+        policy is tested once it declares them; the policy tests fail naming one that declares none."""
+        return {}
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, int):
@@ -295,6 +304,7 @@ class Policy(nn.Module, abc.ABC):
     ``finish_step``), which ``_plan`` joins."""
 
     name: ClassVar[str] = ""
+    """Set by ``@register_policy(name)`` (``vlagym.policies.registry``)."""
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
 
     def __init__(self, config: PolicyConfig) -> None:

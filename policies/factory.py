@@ -1,5 +1,5 @@
-"""Policies by name: ``make_policy("rt1" | "bcz" | "clip", observation_space, action_space, stats, **kw)``
-and ``load_policy(dir)`` for any saved policy."""
+"""Policies by name: ``make_policy(name, observation_space, action_space, stats, **kw)`` for any name in
+``policy_names()`` and ``load_policy(dir)`` for any saved policy, both through ``vlagym.policies.registry``."""
 
 from __future__ import annotations
 
@@ -13,26 +13,9 @@ import torch
 from gymnasium import spaces
 
 from vlagym.policies.base import CONFIG_NAME, WEIGHTS_NAME, Policy, PolicyConfig, read_config
+from vlagym.policies.registry import config_class, policy_class, policy_names
 
 logger = logging.getLogger(__name__)
-
-
-def policy_classes() -> dict[str, type[Policy]]:
-    from vlagym.policies.bcz.modeling_bcz import BCZPolicy
-    from vlagym.policies.clip.modeling_clip import CLIPPolicy
-    from vlagym.policies.rt1.modeling_rt1 import RT1Policy
-
-    return {cls.name: cls for cls in (RT1Policy, BCZPolicy, CLIPPolicy)}
-
-
-POLICY_NAMES = ("rt1", "bcz", "clip")
-
-
-def _policy_class(name: str) -> type[Policy]:
-    classes = policy_classes()
-    if name not in classes:
-        raise ValueError(f"unknown policy {name!r}; choose one of {sorted(classes)}")
-    return classes[name]
 
 
 def config_from_spaces(
@@ -44,7 +27,7 @@ def config_from_spaces(
 ) -> PolicyConfig:
     """The policy's default config with the env's shapes and bounds, the dataset's statistics and
     any field overrides."""
-    cls = _policy_class(name).config_class
+    cls = config_class(name)
     discrete = isinstance(action_space, spaces.Discrete)
     if not discrete and (not isinstance(action_space, spaces.Box) or len(action_space.shape) != 1):
         raise ValueError(f"{name} needs a 1-D Box or a Discrete action space, got {action_space}")
@@ -110,14 +93,14 @@ def make_policy(
     """Build a policy by name for an env's spaces.
 
     Args:
-        name: ``"rt1"``, ``"bcz"`` or ``"clip"``.
+        name: a registered policy (``policy_names()``: ``"rt1"``, ``"bcz"``, ``"clip"``, ...).
         observation_space, action_space: the env's spaces (image size, proprio length, action bounds); a
             ``Discrete(n)`` action space gives a policy with a categorical head (``config.action_classes``).
         stats: a dataset's stats.json (``{"actions": ..., "proprio": ...}``), or
             ``DemoWindows.action_stats()`` (actions only).
         **overrides: config fields, e.g. ``text_encoder="hash"``, ``fusion="late"``.
     """
-    cls = _policy_class(name)
+    cls = policy_class(name)
     return cls(config_from_spaces(name, observation_space, action_space, stats, **overrides))
 
 
@@ -130,8 +113,8 @@ def check_pretrained(directory: str | Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; is {directory} a policy saved with save_pretrained?")
     kind = read_config(path).get("type")
-    if kind not in policy_classes():
-        raise ValueError(f"{path}: 'type' is {kind!r}, not one of {sorted(policy_classes())}")
+    if kind not in policy_names():
+        raise ValueError(f"{path}: 'type' is {kind!r}, not a registered policy ({', '.join(policy_names())})")
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found; is {directory} a policy saved with save_pretrained?")
@@ -151,4 +134,4 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
 
         return load_compressed(directory, device=device)
     kind = read_config(Path(directory) / CONFIG_NAME)["type"]
-    return _policy_class(kind).from_pretrained(directory, device=device)
+    return policy_class(kind).from_pretrained(directory, device=device)

@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from vlagym.core.config import apply_overrides, read_yaml
 from vlagym.core.env_args import ENV_ARGS_NAME
 from vlagym.core.io import atomic_write_text
 from vlagym.core.resume import differing_keys
@@ -41,8 +42,11 @@ from vlagym.core.schedules import warmup_cosine
 from vlagym.core.splits import VAL_SEED_START
 from vlagym.dataio.dataset import env_args as dataset_env_args
 from vlagym.dataio.windows import ACTION_KEYS, DemoWindows
+from vlagym.policies.registry import policy_class
 
 log = logging.getLogger(__name__)
+OVERRIDE_PREFIXES = {"policy": "policy_overrides"}
+"""``policy.horizon=5`` on the command line sets ``policy_overrides["horizon"]``."""
 RESUME_FREE_FIELDS = ("out", "threads", "num_workers", "log_every", "save_every", "device", "preload")
 THROUGHPUT_SKIP = 5  # first steps of a run left out of its samples/s (worker start-up)
 PRELOAD_LIMIT = 4 * 2**30  # bytes of decoded frames that ``preload=None`` keeps in memory
@@ -120,41 +124,20 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0 disables validation), got {self.eval_every!r}")
+        if self.eval_every and self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1 when eval_every > 0, got {self.eval_episodes!r}")
         if self.labels not in ACTION_KEYS:
             raise ValueError(f"labels must be one of {ACTION_KEYS}, got {self.labels!r}")
+        policy_class(self.policy)  # an unknown name fails here, naming the registered ones, before any data loads
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config and apply ``key=value`` overrides (values parsed as YAML)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-
-    def parse(value: str) -> Any:
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 floats need a dot)
-            try:
-                return float(parsed)
-            except ValueError:
-                return parsed
-        return parsed
-
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        if key.startswith("policy."):
-            raw.setdefault("policy_overrides", {})[key[len("policy."):]] = parse(value)
-            continue
-        raw[key] = parse(value)
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-    return TrainConfig(**raw)
+    """Read a YAML config and apply ``key=value`` overrides, the rule every command follows
+    (``vlagym.core.config``); ``policy.<field>=value`` sets a policy config field."""
+    raw = read_yaml(path, TrainConfig) if path is not None else {}
+    return TrainConfig(**apply_overrides(raw, overrides, TrainConfig, prefixes=OVERRIDE_PREFIXES))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -295,17 +278,37 @@ def _restore_interrupted(run: Path) -> None:
         os.replace(old, ckpt)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_pickle: bool | None = None
-          ) -> dict[str, Any]:
+class Validator(Protocol):
+    """How training measures a policy in the simulator: the success rate of the live ``policy`` on ``env_id``
+    (made with ``env_kwargs``) over ``seeds``. Episodes are played by the evaluator in the agents layer, above
+    this one, so the caller hands it in: ``vlagym.agents.evaluation.validation_success`` (what ``vlagym train``,
+    the pipeline and the data-efficiency study pass), and validation numbers are the evaluator's numbers."""
+
+    def __call__(self, policy, env_id: str, env_kwargs: dict[str, Any], seeds: list[int]) -> float: ...
+
+
+def validation_seeds(cfg: TrainConfig) -> list[int]:
+    """The validation episodes' seeds, the same at every evaluation: the first ``eval_episodes`` of the split."""
+    return list(range(VAL_SEED_START, VAL_SEED_START + cfg.eval_episodes))
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_pickle: bool | None = None,
+          validate: Validator | None = None) -> dict[str, Any]:
     """Train; returns a summary with the run folder, final loss and best evaluation.
 
-    ``trust_pickle`` lets a resume unpickle a checkpoint that ``weights_only=True`` refuses (after a warning)."""
+    ``validate`` plays the validation episodes every ``eval_every`` steps (``Validator``); a config that asks for
+    them without one is refused before anything is written. ``trust_pickle`` lets a resume unpickle a checkpoint
+    that ``weights_only=True`` refuses (after a warning)."""
     from torch.utils.tensorboard import SummaryWriter
 
     from vlagym.policies import load_policy, make_policy
 
     if not cfg.data:
         raise ValueError("no training data: set data: [DIR, ...] in the config or data=DIR")
+    if cfg.eval_every and validate is None:
+        raise ValueError(f"eval_every={cfg.eval_every} asks for validation in simulation, but train() was given no "
+                         "validate=: pass validate=vlagym.agents.evaluation.validation_success (as `vlagym train` "
+                         "does), or set eval_every=0 to train without validation")
     run = Path(cfg.out)
     if run.exists() and (run / "config.yaml").exists() and not resume:
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another out=")
@@ -323,7 +326,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
     eval_env = cfg.eval_env or env_args["env_name"]
     probe = DemoWindows(cfg.data, max_demos=cfg.max_demos, action_key=cfg.labels)
     stats = {"actions": probe.action_stats(), "proprio": probe.proprio_stats()}
-    obs_space, act_space = _spaces(eval_env, env_args["env_kwargs"])
+    eval_kwargs = {k: v for k, v in env_args["env_kwargs"].items() if k != "task"}  # the env id names the task
+    obs_space, act_space = _spaces(eval_env, eval_kwargs)
 
     start = 0
     best = {"success_rate": -1.0, "step": None}
@@ -405,8 +409,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         t_pause = time.perf_counter()
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             with _IsolatedRNG():
-                rate = evaluate_during_training(policy, eval_env, env_args["env_kwargs"], cfg.eval_episodes,
-                                                device)
+                rate = validate(policy, eval_env, eval_kwargs, validation_seeds(cfg))
             policy.train()
             writer.add_scalar("eval/success_rate", rate, step)
             bar.write(f"step {step}: validation success {rate:.0%} over {cfg.eval_episodes} episodes")
@@ -470,45 +473,7 @@ def _summary(run: Path, best: dict[str, Any], loss: float | None, samples_per_s:
 def _spaces(env_id: str, env_kwargs: dict[str, Any]):
     import gymnasium as gym
 
-    env = gym.make(env_id, **{k: v for k, v in env_kwargs.items() if k != "task"})
+    env = gym.make(env_id, **env_kwargs)
     spaces = env.observation_space, env.action_space
     env.close()
     return spaces
-
-
-def evaluate_during_training(policy, env_id: str, env_kwargs: dict[str, Any], episodes: int,
-                             device: torch.device) -> float:
-    """Success rate of ``policy`` on validation seeds, in this process."""
-    import gymnasium as gym
-
-    env = gym.make(env_id, **{k: v for k, v in env_kwargs.items() if k != "task"})
-    policy.eval()
-    ok = 0
-    with torch.no_grad():
-        for i in range(episodes):
-            ok += _validation_episode(env, VAL_SEED_START + i, _Act(policy))
-    env.close()
-    return ok / max(1, episodes)
-
-
-def _validation_episode(env, seed: int, agent) -> bool:
-    """One episode's success, the way ``vlagym.agents.rollout.run_episode`` plays it (reset with the seed, then
-    the agent, then act until the episode ends). Written here because training sits below the agents layer."""
-    obs, info = env.reset(seed=seed)
-    agent.reset()
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-        done = terminated or truncated
-    return bool(info["success"])
-
-
-class _Act:
-    def __init__(self, policy) -> None:
-        self.policy = policy
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def act(self, obs, info):
-        return self.policy.act(obs)

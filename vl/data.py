@@ -7,7 +7,8 @@ PyBullet's segmentation, which gives every object's visible pixels, mask and box
 objects with at least ``min_pixels`` visible pixels; its captions are rendered from facts that are
 true of those objects (``vlagym.vl.captions``); images that see no object are skipped.
 
-A dataset folder, written like the step-3 demonstration datasets (atomic files, resumable)::
+A dataset folder, written by the protocol of the demonstration datasets (``vlagym.dataio.staging``: atomic
+files, one staged file per seed, resumable) in ``vlagym.dataio.samples`` shards::
 
     request.json           the settings (checked on resume)
     manifest.json          provenance, env ids, seed range, counts, wall time
@@ -28,13 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
 from vlagym.core.io import atomic_write_text
 from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
-from vlagym.dataio.dataset import DatasetError
+from vlagym.dataio.samples import SHARD_GLOB, SUFFIX, count_samples, read_samples, write_samples
+from vlagym.dataio.staging import Staging, shard_name
 from vlagym.vl.captions import Fact, ObjectView, referring_expressions, true_facts
 
 CAMERAS = ("rgb", "rgb_wrist")
@@ -208,28 +209,15 @@ def render_scene(env, seed: int, env_id: str, cameras: tuple[str, ...], min_pixe
 
 # --- files ------------------------------------------------------------------------------------------------------
 def _write_records(path: Path, records: list[dict[str, Any]], size: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     n = len(records)
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("images", data=np.stack([r["rgb"] for r in records]) if n else
-                         np.zeros((0, size, size, 3), np.uint8), chunks=(1, size, size, 3) if n else None,
-                         compression="gzip" if n else None)
-        f.create_dataset("masks", data=np.stack([r["mask"] for r in records]) if n else
-                         np.zeros((0, size, size), np.int8), compression="gzip" if n else None)
-        f.create_dataset("meta", data=[json.dumps(r["meta"]) for r in records], dtype=h5py.string_dtype())
-    os.replace(tmp, path)
+    columns = {"images": np.stack([r["rgb"] for r in records]) if n else np.zeros((0, size, size, 3), np.uint8),
+               "masks": np.stack([r["mask"] for r in records]) if n else np.zeros((0, size, size), np.int8)}
+    write_samples(path, columns, [r["meta"] for r in records], frame_chunks=("images",))
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    try:
-        with h5py.File(path, "r") as f:
-            images, masks = f["images"][()], f["masks"][()]
-            metas = [json.loads(m) for m in f["meta"].asstr()[()]]
-    except (OSError, KeyError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read ({e}); the file is corrupt or truncated") from e
-    if not len(images) == len(masks) == len(metas):
-        raise DatasetError(f"{path}: {len(images)} images, {len(masks)} masks, {len(metas)} meta rows")
-    return [{"rgb": i, "mask": m, "meta": d} for i, m, d in zip(images, masks, metas)]
+    columns, metas = read_samples(path)
+    return [{"rgb": i, "mask": m, "meta": d} for i, m, d in zip(columns["images"], columns["masks"], metas)]
 
 
 def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
@@ -238,7 +226,7 @@ def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
     from vlagym.core.provenance import provenance
 
     root = Path(cfg.out)
-    staging = root / "staging"
+    staging = Staging(root, "scene", SUFFIX)
     # The image count is not part of the identity: an unfinished run may be resumed with another count
     # (the images are a prefix of the same consecutive seeds either way).
     request = {k: v for k, v in asdict(cfg).items() if k not in ("out", "images")}
@@ -256,13 +244,12 @@ def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
                 raise ValueError(f"{root} is finished with {manifest['images']} images; use another --out "
                                  f"for {cfg.images}")
             return manifest
-    staging.mkdir(parents=True, exist_ok=True)
+    staging.dir.mkdir(parents=True, exist_ok=True)
     if not request_path.exists():
         atomic_write_text(request_path, json.dumps(request, indent=2))
 
     t0 = time.time()
-    done = {int(p.stem.split("_")[1]): p for p in staging.glob("scene_*.hdf5")}
-    counts = {s: _count(p) for s, p in done.items()}
+    counts = {staging.seed_of(p): count_samples(p) for p in staging.paths()}
     seed = cfg.seed_start
     total = 0
     bar = tqdm(total=cfg.images, desc="vl-data", unit="img", dynamic_ncols=True)
@@ -276,7 +263,7 @@ def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
                 if env_id not in envs:
                     envs[env_id] = make_scene_env(env_id, cfg.image_size, cfg.cameras, **cfg.env_kwargs)
                 recs = render_scene(envs[env_id], seed, env_id, cfg.cameras, cfg.min_pixels, cfg.p_in_bowl)
-                _write_records(staging / f"scene_{seed:09d}.hdf5", recs, cfg.image_size)
+                _write_records(staging.path(seed), recs, cfg.image_size)
                 counts[seed] = len(recs)
             total += counts[seed]
             bar.update(min(counts[seed], cfg.images - bar.n))
@@ -289,10 +276,10 @@ def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
 
     records: list[dict[str, Any]] = []
     for s in range(cfg.seed_start, last_seed + 1):
-        records += _read_records(staging / f"scene_{s:09d}.hdf5")
+        records += _read_records(staging.path(s))
     records = records[: cfg.images]
     for k, start in enumerate(range(0, len(records), cfg.shard_size)):
-        _write_records(root / f"shard_{k:05d}.hdf5", records[start:start + cfg.shard_size], cfg.image_size)
+        _write_records(root / shard_name(k, SUFFIX), records[start:start + cfg.shard_size], cfg.image_size)
     n_captions = sum(len(r["meta"]["captions"]) for r in records)
     manifest = {
         **provenance(),
@@ -304,22 +291,14 @@ def make_vl_data(cfg: VLDataConfig) -> dict[str, Any]:
         "per_camera": {c: sum(r["meta"]["camera"] == c for r in records) for c in cfg.cameras},
         "captions": n_captions,
         "image_size": cfg.image_size,
-        "shards": [p.name for p in sorted(root.glob("shard_*.hdf5"))],
+        "shards": [p.name for p in sorted(root.glob(SHARD_GLOB))],
         "wall_time_s": round(time.time() - t0, 1),
     }
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
-    for p in staging.glob("scene_*.hdf5"):
+    for p in staging.paths():
         p.unlink()
-    os.rmdir(staging)
+    staging.clear()
     return manifest
-
-
-def _count(path: Path) -> int:
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f["meta"].shape[0])
-    except (OSError, KeyError) as e:
-        raise DatasetError(f"{path}: cannot read ({e}); delete it to re-render that scene") from e
 
 
 # --- reading --------------------------------------------------------------------------------------------------------
@@ -346,10 +325,10 @@ def load_vl_data(root: str | os.PathLike) -> VLData:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no vl-data folder at {root}")
-    shards = sorted(root.glob("shard_*.hdf5"))
+    shards = sorted(root.glob(SHARD_GLOB))
     if not shards:
         hint = " (rendering unfinished: rerun vl-data to resume)" if (root / "staging").exists() else ""
-        raise FileNotFoundError(f"{root} holds no shard_*.hdf5 files; is it a vl-data folder?{hint}")
+        raise FileNotFoundError(f"{root} holds no {SHARD_GLOB} files; is it a vl-data folder?{hint}")
     records = [r for p in shards for r in _read_records(p)]
     return VLData(np.stack([r["rgb"] for r in records]), np.stack([r["mask"] for r in records]),
                   [r["meta"] for r in records])

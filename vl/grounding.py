@@ -191,12 +191,20 @@ def detection_scores(scores: np.ndarray, boxes: np.ndarray, queries: list[Query]
 # --- train and evaluate ------------------------------------------------------------------------------------------
 @dataclass
 class GroundingConfig:
+    """Training settings of the grounding head (``vlagym vl-ground``)."""
+
     steps: int = 1500
+    """Head training steps."""
     batch_size: int = 256
+    """Queries per step."""
     lr: float = 2e-3
+    """Peak learning rate (AdamW, one-cycle schedule)."""
     hidden: int = 64
+    """Hidden channels of the head."""
     box_weight: float = 1.0
+    """Weight of the box regression loss beside the match-map loss."""
     seed: int = 0
+    """Seeds the head's weights, the queries and the batches."""
 
 
 def _patch(model: VLModel) -> tuple[int, int]:

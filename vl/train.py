@@ -62,15 +62,19 @@ class VLTrainConfig:
     hard_negatives: bool = True
     """Add one false variant of each caption to the image-to-text softmax."""
     lr: float = 5e-4
+    """Peak learning rate (AdamW)."""
     weight_decay: float = 0.1
+    """AdamW weight decay."""
     warmup: int = 30
     """Linear warm-up steps before the cosine decay."""
     seed: int = 0
+    """Seeds the weights and the batches."""
     eval_every: int = 100
     """Evaluate on eval_data every this many steps (and at the start and end)."""
     checkpoint_every: int = 100
     """Write the resumable checkpoint every this many steps."""
     device: str = "auto"
+    """auto (CUDA when present), cpu or cuda."""
 
     def __post_init__(self) -> None:
         if not self.data:

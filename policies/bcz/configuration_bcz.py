@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vlagym.policies.base import LanguageConditionedConfig, _bad
 
@@ -20,8 +21,6 @@ class BCZConfig(LanguageConditionedConfig):
     executes the first ``n_action_steps`` actions of each prediction (1: predict every step, as the
     paper does).
     """
-
-    type = "bcz"
 
     history: int = 1
     """Frames per decision, ending at the current one (1: the paper's current image only). With k > 1
@@ -58,6 +57,18 @@ class BCZConfig(LanguageConditionedConfig):
     """Weight of the gripper BCE relative to the Huber loss."""
     dropout: float = 0.0
     """Dropout in the MLP."""
+
+    @classmethod
+    def tiny_variants(cls) -> dict[str, dict[str, Any]]:
+        """Test sizes (``PolicyConfig.tiny_variants``): hashed words and a 64-wide trunk; ``keypoints``
+        pools an 8-wide ResNet by spatial softmax at stride 16; ``2cam`` also reads ``rgb_wrist``."""
+        small = {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4}
+        keypoints = {**small, "backbone_width": 8, "pool": "spatial_softmax", "num_keypoints": 8}
+        return {
+            "": small,
+            "keypoints": {**keypoints, "output_stride": 16},
+            "2cam": {**keypoints, "extra_image_keys": ("rgb_wrist",)},
+        }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,16 +21,17 @@ from vlagym.policies.base import Policy, StepModule, _Frame, mlp, text_encoder_f
 from vlagym.policies.bcz.configuration_bcz import BCZConfig
 from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
+from vlagym.policies.registry import register_policy
 from vlagym.policies.vision import FiLMResNet18, SpatialSoftmax
 
 
+@register_policy("bcz")
 class BCZPolicy(Policy):
     """BC-Z policy (see the module docstring). With grounding weights set (``heatmap_weight``,
     ``position_weight``; ``vlagym.policies.grounding``) each camera's encoder gains a heatmap per role on
     its stride-8 feature map (stage 2, joined with the upsampled last stage) and the pooled features a
     3-D position head; ``feed_location`` hands their predictions to the MLP trunk."""
 
-    name = "bcz"
     config_class = BCZConfig
 
     def __init__(self, config: BCZConfig, load_pretrained: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,13 @@ from vlagym.vl.model import DEFAULT_ARCH
 
 FUSIONS = ("early", "late", "cross")
 TINY_CLIP = DEFAULT_ARCH
+TEST_TOWERS: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+"""``clip_model_cfg`` for test-sized towers (2 layers each, 64 wide): the tests' and ``tiny_variants``'.
+The vision tower's image size always comes from the config's ``image_size``."""
 
 
 @dataclass
@@ -27,8 +35,6 @@ class CLIPConfig(PolicyConfig):
     load is logged as a warning, the towers start from scratch and the policy's config records
     ``clip_pretrained=None``, which is what its checkpoint then holds.
     """
-
-    type = "clip"
 
     horizon: int = 4
     """Future actions predicted per step (``act`` executes ``n_action_steps`` of them)."""
@@ -75,6 +81,17 @@ class CLIPConfig(PolicyConfig):
     """Huber loss threshold, in standard deviations of the action statistics."""
     gripper_weight: float = 1.0
     """Weight of the gripper BCE relative to the Huber loss."""
+
+    @classmethod
+    def tiny_variants(cls) -> dict[str, dict[str, Any]]:
+        """Test sizes (``PolicyConfig.tiny_variants``): ``TEST_TOWERS`` and a 64-wide head, one variant
+        per fusion mode."""
+        small = {"clip_model_cfg": copy.deepcopy(TEST_TOWERS), "fusion_dim": 64, "horizon": 2}
+        return {
+            "early": {"fusion": "early", **small},
+            "late": {"fusion": "late", **small},
+            "cross": {"fusion": "cross", **small, "fusion_heads": 4, "fusion_layers": 1},
+        }
 
     def __post_init__(self) -> None:
         super().__post_init__()

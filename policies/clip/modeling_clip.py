@@ -19,6 +19,7 @@ from torch import nn
 from vlagym.policies.base import Policy, StepModule, _Frame, mlp
 from vlagym.policies.clip.configuration_clip import TINY_CLIP, CLIPConfig
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
+from vlagym.policies.registry import register_policy
 from vlagym.policies.vision import FiLM, ImageNormalize
 from vlagym.vl.model import register_configs
 
@@ -74,10 +75,10 @@ def create_open_clip(config: CLIPConfig, load_pretrained: bool = True) -> nn.Mod
     return model
 
 
+@register_policy("clip")
 class CLIPPolicy(Policy):
     """CLIP-fusion policy (see the module and ``CLIPConfig`` docstrings)."""
 
-    name = "clip"
     config_class = CLIPConfig
 
     def __init__(self, config: CLIPConfig, load_pretrained: bool = True) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vlagym.policies.base import LanguageConditionedConfig, _bad
 from vlagym.policies.vision import EFFICIENTNETS, LITE0_ARCHS
@@ -18,8 +19,6 @@ class RT1Config(LanguageConditionedConfig):
     (``backbone="efficientnet_b3"`` is the paper's, about 40 ms), 256-wide tokens instead of 512 in
     the paper's 8-layer Transformer, and all-MiniLM-L6-v2 instead of the Universal Sentence Encoder.
     """
-
-    type = "rt1"
 
     history: int = 6
     """Images per decision (the paper's 6; 6 x tokens_per_image tokens enter the Transformer)."""
@@ -55,6 +54,17 @@ class RT1Config(LanguageConditionedConfig):
     """Sample action bins from the softmax instead of taking the argmax."""
     temperature: float = 1.0
     """Softmax temperature when sampling."""
+
+    @classmethod
+    def tiny_variants(cls) -> dict[str, dict[str, Any]]:
+        """Test sizes (``PolicyConfig.tiny_variants``): a 2-layer, 64-wide Transformer on hashed words;
+        ``mappos`` adds the feature-map position embedding."""
+        return {
+            "": {"text_encoder": "hash", "text_dim": 32, "d_model": 64, "num_layers": 2, "num_heads": 4,
+                 "ff_dim": 128, "dropout": 0.0, "history": 3},
+            "mappos": {"text_encoder": "hash", "text_dim": 32, "d_model": 64, "num_layers": 1, "num_heads": 4,
+                       "ff_dim": 128, "dropout": 0.0, "history": 2, "map_pos_embedding": True},
+        }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -24,6 +24,7 @@ from torch import nn
 from vlagym.policies.base import Policy, StepModule, _Frame, text_encoder_from_config
 from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec
+from vlagym.policies.registry import register_policy
 from vlagym.policies.rt1.configuration_rt1 import RT1Config
 from vlagym.policies.vision import FiLMEfficientNet
 
@@ -47,11 +48,11 @@ class TokenLearner(nn.Module):
         return torch.einsum("nps,npc->nsc", weights, x)
 
 
+@register_policy("rt1")
 class RT1Policy(Policy):
     """RT-1 policy (see the module docstring). ``load_pretrained=False`` skips loading backbone
     weights (``from_pretrained`` restores everything from the checkpoint instead)."""
 
-    name = "rt1"
     config_class = RT1Config
 
     def __init__(self, config: RT1Config, load_pretrained: bool = True) -> None:

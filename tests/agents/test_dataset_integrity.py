@@ -22,8 +22,8 @@ from vlagym.dataio.dataset import (
     load_demo,
     read_manifest,
     verify,
-    write_episode_file,
 )
+from vlagym.dataio.robomimic_hdf5 import write_episode_file
 from vlagym.dataio.windows import DemoWindows
 
 ENV = "vlagym/TabletopTouch-v0"

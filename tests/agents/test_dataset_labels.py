@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 
 from vlagym.agents.collect import CollectConfig, collect
-from vlagym.dataio.dataset import index_demos, label_datasets, load_demo
+from vlagym.dataio.dataset import index_demos, load_demo
+from vlagym.dataio.robomimic_hdf5 import label_datasets
 
 
 def test_collected_demos_carry_the_labels_of_each_frame(tmp_path):

@@ -169,13 +169,16 @@ def test_eval_on_validation_seeds_with_split_val(tmp_path, capsys):
 
 def test_train_summary_without_validation(monkeypatch, capsys):
     import vlagym.policies.train as train
+    from vlagym.agents.evaluation import validation_success
 
     summary = {"run": "runs/x", "best": {"success_rate": -1.0, "step": None}, "final_loss": 0.5,
                "best_policy": "runs/x/best"}
     monkeypatch.setattr(train, "load_config", lambda config, overrides: None)
-    monkeypatch.setattr(train, "train", lambda cfg, resume=False: summary)
+    validators = []
+    monkeypatch.setattr(train, "train", lambda cfg, resume=False, validate=None: validators.append(validate) or summary)
     code, out, _ = run(["train", "steps=1"], capsys)
     assert code == 0
+    assert validators == [validation_success]  # `vlagym train` validates through the evaluator
     assert "no validation ran; final policy: runs/x/best" in out and "-100%" not in out
 
 

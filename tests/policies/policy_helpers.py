@@ -6,46 +6,25 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from vlagym.policies import config_class, make_policy, policy_names
+from vlagym.policies.clip.configuration_clip import TEST_TOWERS
+
 SIZE = 64
 ACTION_DIM, PROPRIO_DIM = 5, 6
 INSTRUCTIONS = ["touch the red cube", "touch the blue bowl"]
 
-# Sizes cut for test speed; every architectural part stays (FiLM, TokenLearner, causal Transformer, ...).
-TINY_CLIP_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": SIZE, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+# Every registered policy's test sizes, declared beside it (``PolicyConfig.tiny_variants``): "<name>" or
+# "<name>-<suffix>" -> config overrides. A policy folder added to vlagym/policies is tested from here on.
 TINY = {
-    "rt1": {
-        "text_encoder": "hash",
-        "text_dim": 32,
-        "d_model": 64,
-        "num_layers": 2,
-        "num_heads": 4,
-        "ff_dim": 128,
-        "dropout": 0.0,
-        "history": 3,
-    },
-    "rt1-mappos": {"text_encoder": "hash", "text_dim": 32, "d_model": 64, "num_layers": 1, "num_heads": 4,
-                   "ff_dim": 128, "dropout": 0.0, "history": 2, "map_pos_embedding": True},
-    "bcz": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4},
-    "bcz-keypoints": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4, "backbone_width": 8,
-                      "pool": "spatial_softmax", "num_keypoints": 8, "output_stride": 16},
-    "bcz-2cam": {"text_encoder": "hash", "text_dim": 32, "hidden_dim": 64, "horizon": 4, "backbone_width": 8,
-                 "pool": "spatial_softmax", "num_keypoints": 8, "extra_image_keys": ("rgb_wrist",)},
-    "clip-early": {"fusion": "early", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
-    "clip-late": {"fusion": "late", "clip_model_cfg": TINY_CLIP_CFG, "fusion_dim": 64, "horizon": 2},
-    "clip-cross": {
-        "fusion": "cross",
-        "clip_model_cfg": TINY_CLIP_CFG,
-        "fusion_dim": 64,
-        "fusion_heads": 4,
-        "fusion_layers": 1,
-        "horizon": 2,
-    },
+    (name if not suffix else f"{name}-{suffix}"): overrides
+    for name in policy_names()
+    for suffix, overrides in config_class(name).tiny_variants().items()
 }
 VARIANTS = list(TINY)
+BASE_VARIANTS = {name: next(v for v in TINY if v.split("-")[0] == name) for name in policy_names()
+                 if config_class(name).tiny_variants()}
+"""Each policy's first tiny variant, for tests that build every policy once."""
+TINY_CLIP_CFG = TEST_TOWERS
 
 
 def spaces_for(size: int = SIZE) -> tuple[spaces.Dict, spaces.Box]:
@@ -73,8 +52,6 @@ STATS = {
 
 
 def tiny_policy(variant: str, seed: int = 0, **overrides):
-    from vlagym.policies import make_policy
-
     name = variant.split("-")[0]
     torch.manual_seed(seed)
     obs_space, act_space = spaces_for()

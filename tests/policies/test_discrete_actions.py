@@ -16,7 +16,15 @@ import torch
 from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_helpers import PROPRIO_DIM, SIZE, TINY, TINY_CLIP_CFG, observation, synthetic_batch  # noqa: E402
+from policy_helpers import (  # noqa: E402
+    BASE_VARIANTS,
+    PROPRIO_DIM,
+    SIZE,
+    TINY,
+    TINY_CLIP_CFG,
+    observation,
+    synthetic_batch,
+)
 
 from vlagym.policies import load_policy, make_policy  # noqa: E402
 from vlagym.policies.bcz import BCZConfig  # noqa: E402
@@ -26,9 +34,9 @@ from vlagym.testing import overfit_losses  # noqa: E402
 torch.set_num_threads(1)
 
 N = 4  # stop, forward, left, right
+# Every registered policy once, and the variants whose discrete heads differ (frame stack, fusion heads).
 VARIANTS = {
-    "rt1": TINY["rt1"],
-    "bcz": TINY["bcz"],
+    **{variant: TINY[variant] for variant in BASE_VARIANTS.values()},
     "bcz-history": {**TINY["bcz"], "history": 3},
     "clip-late": TINY["clip-late"],
     "clip-cross": TINY["clip-cross"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from gymnasium import spaces
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_helpers import (  # noqa: E402
     ACTION_DIM,
+    BASE_VARIANTS,
     INSTRUCTIONS,
     SIZE,
     STATS,
+    TINY,
     VARIANTS,
     observation,
     spaces_for,
@@ -23,7 +26,7 @@ from policy_helpers import (  # noqa: E402
     tiny_policy,
 )
 
-from vlagym.policies import load_policy, make_policy  # noqa: E402
+from vlagym.policies import config_class, load_policy, make_policy, policy_names  # noqa: E402
 from vlagym.policies.bcz import BCZConfig  # noqa: E402
 from vlagym.policies.clip import CLIPConfig  # noqa: E402
 from vlagym.policies.rt1 import RT1Config, RT1Policy  # noqa: E402
@@ -77,10 +80,11 @@ def test_save_load_gives_identical_actions(variant, tmp_path):
         (RT1Policy if policy.name != "rt1" else type(tiny_policy("bcz"))).from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["rt1", "bcz", "clip"])
+@pytest.mark.parametrize("name", policy_names())
 def test_default_configs_build_for_the_env_image_size(name):
     obs_space, act_space = spaces_for(SIZE)
-    kw = {"text_encoder": "hash"} if name != "clip" else {}
+    # Hashed words: the default sentence encoder's weights are a test of their own (test_language.py).
+    kw = {"text_encoder": "hash"} if "text_encoder" in {f.name for f in dataclasses.fields(config_class(name))} else {}
     policy = make_policy(name, obs_space, act_space, stats=STATS, **kw).eval()
     assert policy.config.image_size == (SIZE, SIZE)
     assert policy.act(observation()).shape == (ACTION_DIM,)
@@ -281,13 +285,11 @@ def test_clip_frozen_text_tower_keeps_its_weights_and_matches_the_unfrozen_encod
 
 
 def test_bench_policy_smoke():
-    from policy_helpers import TINY
-
     from vlagym.experiments.bench import bench_policy, format_policy_rows
 
-    overrides = {"rt1": TINY["rt1"], "bcz": TINY["bcz"], "clip": TINY["clip-cross"]}
+    overrides = {name: TINY[variant] for name, variant in BASE_VARIANTS.items()}
     rows = bench_policy(image_size=SIZE, batch_size=2, acts=2, forwards=1, overrides=overrides)
-    assert [r["policy"] for r in rows] == ["rt1", "bcz", "clip"]
+    assert [r["policy"] for r in rows] == list(policy_names())  # every registered policy, by default
     assert all(r["params"] > 0 and r["checkpoint_mb"] > 0 and r["act_ms"] > 0 for r in rows)
     assert "| rt1 |" in format_policy_rows(rows)
 

@@ -15,6 +15,9 @@ import yaml
 from safetensors.torch import load_file
 
 from vlagym.agents.collect import CollectConfig, collect
+from vlagym.agents.evaluation import evaluate_agent, validation_success
+from vlagym.core.splits import VAL_SEED_START
+from vlagym.policies import policy_names
 from vlagym.policies.train import StepSampler, TrainConfig, load_config, lr_at, train
 
 TINY_BCZ = {"text_encoder": "hash", "text_dim": 16, "hidden_dim": 32, "horizon": 3}
@@ -57,7 +60,7 @@ def test_shipped_configs_load():
     assert len(configs) >= 4
     for path in configs:
         cfg = load_config(path)
-        assert cfg.policy in ("rt1", "bcz", "clip") and cfg.data, path
+        assert cfg.policy in policy_names() and cfg.data, path
 
 
 def test_lr_schedule_and_sampler():
@@ -71,14 +74,35 @@ def test_lr_schedule_and_sampler():
 
 def test_train_writes_run_and_evaluates(data, tmp_path):
     out = tmp_path / "run"
-    summary = train(_cfg(data, out, eval_every=4, eval_episodes=1), progress=False)
+    calls = []
+
+    def validate(policy, env_id, env_kwargs, seeds):  # the evaluator, watched
+        calls.append((env_id, env_kwargs, list(seeds), validation_success(policy, env_id, env_kwargs, seeds)))
+        return calls[-1][-1]
+
+    summary = train(_cfg(data, out, eval_every=4, eval_episodes=2), progress=False, validate=validate)
     assert (out / "best" / "model.safetensors").exists() and (out / "checkpoint" / "train_state.pt").exists()
     assert summary["best"]["step"] in (4, 8) and summary["final_loss"] > 0
+    assert [c[:3] for c in calls] == [("vlagym/TabletopTouch-v0", {"image_size": 32}, [VAL_SEED_START,
+                                                                                       VAL_SEED_START + 1])] * 2
+    # The validation number is the evaluator's on the saved best weights, played from disk in a worker.
+    best = evaluate_agent(str(out / "best"), "vlagym/TabletopTouch-v0", calls[0][2], {"image_size": 32}, workers=1)
+    assert best.summary["success_rate"] == summary["best"]["success_rate"] == calls[summary["best"]["step"] // 4 - 1][3]
     assert list((out / "tb").glob("events.out.tfevents.*"))
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["policy"] == "bcz" and resolved["resolved_policy"]["horizon"] == 3
     with pytest.raises(FileExistsError, match="--resume"):
         train(_cfg(data, out), progress=False)
+
+
+def test_validation_without_an_evaluator_is_refused(data, tmp_path):
+    # Training sits below the agents layer, so the evaluator is handed in; asking for validation without it
+    # fails before the run folder is made.
+    with pytest.raises(ValueError, match="eval_every=4 asks for validation in simulation.*validation_success"):
+        train(_cfg(data, tmp_path / "run", eval_every=4), progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="eval_episodes must be >= 1 when eval_every > 0"):
+        _cfg(data, tmp_path / "run", eval_every=4, eval_episodes=0)
 
 
 def test_resume_after_kill_matches_uninterrupted(data, tmp_path):
@@ -168,7 +192,7 @@ def test_resume_in_default_config_matches_uninterrupted(wrist_data, tmp_path, mo
     def cfg(out):
         return load_config(None, [*overrides, f"out={out}"])
 
-    train(cfg(tmp_path / "reference"), progress=False)
+    train(cfg(tmp_path / "reference"), progress=False, validate=validation_success)
 
     class Killed(Exception):
         pass
@@ -182,9 +206,9 @@ def test_resume_in_default_config_matches_uninterrupted(wrist_data, tmp_path, mo
 
     monkeypatch.setattr(T, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        train(cfg(tmp_path / "killed"), progress=False)
+        train(cfg(tmp_path / "killed"), progress=False, validate=validation_success)
     monkeypatch.setattr(T, "save_checkpoint", save)
-    train(cfg(tmp_path / "killed"), resume=True, progress=False)
+    train(cfg(tmp_path / "killed"), resume=True, progress=False, validate=validation_success)
     a = load_file(tmp_path / "reference" / "checkpoint" / "policy" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "checkpoint" / "policy" / "model.safetensors")
     assert a.keys() == b.keys() and len(a) > 200
