@@ -361,19 +361,26 @@ class Policy(nn.Module, abc.ABC):
     # (``step_module``), so an exported or quantized copy of that network can stand in for it
     # (``set_step_runner``) while the bookkeeping, the once-per-episode instruction encoding and the
     # decoding stay the policy's own.
-    @abc.abstractmethod
     def step_module(self) -> StepModule:
-        """The per-step network over the step's tensors (``step_inputs``), sharing this policy's weights."""
+        """The per-step network over the step's tensors (``step_inputs``), sharing this policy's weights.
 
-    @abc.abstractmethod
+        Optional: a policy that overrides ``_plan`` itself acts without one, but cannot be exported to ONNX,
+        quantized or pruned (``vlagym.policies.compress`` asks for it)."""
+        raise NotImplementedError(self._no_step_network("step_module"))
+
     def step_inputs(self, frame: _Frame) -> dict[str, torch.Tensor]:
         """The current frame and what ``act`` remembers (instruction embedding, past frames' features) as
         the step network's inputs, batch 1, keyed by ``StepModule.input_names``."""
+        raise NotImplementedError(self._no_step_network("step_inputs"))
 
-    @abc.abstractmethod
     def finish_step(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The step network's outputs -> the action chunk ``(horizon, A)`` in env units; remembers what
         the next step needs (this frame's features)."""
+        raise NotImplementedError(self._no_step_network("finish_step"))
+
+    def _no_step_network(self, method: str) -> str:
+        return (f"{type(self).__name__} ({self.name!r}) defines no {method}(): it plans with its own _plan, "
+                "and has no per-step network to export, quantize or prune (docs/adding-a-policy.md)")
 
     def set_step_runner(self, runner: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]] | None
                         ) -> None:

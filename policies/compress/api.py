@@ -99,6 +99,10 @@ def compress_policy(teacher: str | Path, method: str, out: str | Path, *, amount
     if out.resolve() == src.resolve():
         raise ValueError(f"out {out} is the teacher's folder; write the compressed policy elsewhere")
     policy = load_policy(src).eval()
+    if type(policy).step_module is Policy.step_module:
+        raise ValueError(f"{src}: {type(policy).__name__} ({policy.name!r}) defines no step_module(); compression "
+                         "works on a policy's per-step network (step_module, step_inputs, finish_step: "
+                         "docs/adding-a-policy.md)")
     if calibration is None and calibration_env is not None:
         calibration = rollout_observations(calibration_env, calibration_episodes, max_steps=calibration_steps,
                                            env_kwargs=teacher_env_kwargs(src))
@@ -187,7 +191,7 @@ def agreement(teacher: Policy, student, samples: list[dict[str, np.ndarray]]) ->
 def load_compressed(directory: str | Path, device: str | torch.device = "cpu", threads: int = 1):
     """Load a folder written by ``compress_policy``: a ``Policy`` for the torch methods, an ``OnnxPolicy``
     for the ONNX ones."""
-    from vlagym.policies.factory import policy_classes
+    from vlagym.policies.registry import policy_class
 
     directory = Path(directory)
     record = read_record(directory)
@@ -195,9 +199,10 @@ def load_compressed(directory: str | Path, device: str | torch.device = "cpu", t
         raise FileNotFoundError(f"{directory / COMPRESSION_NAME} not found; {directory} is not a compressed policy")
     method = check_method(record["method"])
     kind = read_config(directory / CONFIG_NAME).get("type")
-    cls = policy_classes().get(kind)
-    if cls is None:
-        raise ValueError(f"{directory / CONFIG_NAME}: 'type' is {kind!r}, not one of {sorted(policy_classes())}")
+    try:
+        cls = policy_class(kind)
+    except ValueError as e:
+        raise ValueError(f"{directory / CONFIG_NAME}: 'type' is {kind!r}: {e}") from e
     if (directory / STRUCTURE_NAME).exists():
         policy = _load_pruned(cls, directory, device)
     else:
