@@ -274,3 +274,40 @@ def format_train_row(r: dict) -> str:
             f"forward/backward on {r['bare_threads']} threads {r['bare_samples_per_s']:.0f} samples/s; ratio "
             f"{r['ratio']:.2f}. {r['steps']} steps took {r['train_wall_s']:.0f} s wall, "
             f"{r['train_process_cpu_s']:.0f} s CPU in this process")
+
+
+def bench_policy_backends(policy_dir: str, env_id: str | None = None, backends: tuple[str, ...] | None = None,
+                          calls: int = 100, threads: int = 1, episodes: int = 2, steps: int = 30) -> list[dict]:
+    """Per-step latency (p50/p95 ms, Hz) of one saved policy's backends at batch 1 on ``threads`` threads:
+    torch float, torch dynamic int8, ONNX Runtime float and ONNX Runtime static int8 (calibrated on the
+    same expert rollouts it is timed on: ``episodes`` x at most ``steps`` observations on validation seeds of
+    ``env_id``, default the env in the policy's env_args.json), with each backend's largest action
+    difference from torch float. Pinned to one core, like the other benchmarks."""
+    from vlagym.core.env_args import env_id_of
+    from vlagym.core.io import read_json
+    from vlagym.policies.compress.api import check_teacher
+    from vlagym.policies.compress.benchmark import BACKENDS, backend_latencies
+    from vlagym.policies.compress.calibration import rollout_observations, teacher_env_kwargs
+
+    _pin_one_core()
+    folder = check_teacher(policy_dir)
+    if env_id is None:
+        args = folder / "env_args.json"
+        env_id = env_id_of(read_json(args)) if args.exists() else None
+        if env_id is None:
+            raise ValueError(f"{folder} has no env_args.json naming its env; pass env_id")
+    episodes_obs = rollout_observations(env_id, episodes, max_steps=steps, env_kwargs=teacher_env_kwargs(folder))
+    observations = [o for ep in episodes_obs for o in ep if o["instruction"] == episodes_obs[0][0]["instruction"]]
+    rows = backend_latencies(folder, observations, episodes_obs, tuple(backends or BACKENDS), calls, threads)
+    for r in rows:
+        r.update(policy=str(policy_dir), env=env_id)
+    return rows
+
+
+def format_backend_rows(rows: list[dict]) -> str:
+    lines = ["| backend | params (M) | folder (MB) | p50 ms | p95 ms | Hz | max action diff vs torch |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['params'] / 1e6:.2f} | {r['folder_mb']:.1f} | {r['p50_ms']:.2f} | "
+                     f"{r['p95_ms']:.2f} | {r['hz']:.0f} | {r['max_action_diff']:.2g} |")
+    return "\n".join(lines)

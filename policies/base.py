@@ -21,6 +21,7 @@ import logging
 import math
 import typing
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -281,9 +282,26 @@ class _Frame:
     extra_images: tuple[torch.Tensor, ...] = ()  # config.extra_image_keys, each uint8 (3, H, W)
 
 
+class StepModule(nn.Module):
+    """One decision's network as a pure function of tensors: what ``act`` runs each step between its
+    bookkeeping, and what export, quantization and other backends take.
+
+    ``forward(*inputs)`` takes the tensors named ``input_names`` in order (batch 1 when acting) and returns
+    the tuple named ``output_names``. The policy is held as a child module, so the step module shares its
+    weights (a copy of the policy gives a step module over the copy).
+    """
+
+    def __init__(self, policy: Policy, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.policy = policy
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+
+
 class Policy(nn.Module, abc.ABC):
     """Base class: observation checks, action queue, stats, save/load. Subclasses implement
-    ``loss(batch)``, ``predict(batch)`` and ``_plan(frame)``."""
+    ``loss(batch)``, ``predict(batch)`` and the per-step network (``step_module``, ``step_inputs``,
+    ``finish_step``), which ``_plan`` joins."""
 
     name: ClassVar[str] = ""
     """Set by ``@register_policy(name)`` (``vlagym.policies.registry``)."""
@@ -333,9 +351,52 @@ class Policy(nn.Module, abc.ABC):
             return int(round(float(action[0])))
         return action.astype(np.float32)
 
-    @abc.abstractmethod
     def _plan(self, frame: _Frame) -> torch.Tensor:
-        """Predict the action chunk ``(horizon, A)`` in env units from the current frame."""
+        """Predict the action chunk ``(horizon, A)`` in env units from the current frame: the step's
+        tensors from the history, the step network on them, the raw output decoded."""
+        return self.finish_step(self.run_step(self.step_inputs(frame)))
+
+    # --- the per-step network -------------------------------------------------------------------------------
+    # ``act`` is history bookkeeping (``step_inputs``, ``finish_step``) around one pure network
+    # (``step_module``), so an exported or quantized copy of that network can stand in for it
+    # (``set_step_runner``) while the bookkeeping, the once-per-episode instruction encoding and the
+    # decoding stay the policy's own.
+    def step_module(self) -> StepModule:
+        """The per-step network over the step's tensors (``step_inputs``), sharing this policy's weights.
+
+        Optional: a policy that overrides ``_plan`` itself acts without one, but cannot be exported to ONNX,
+        quantized or pruned (``vlagym.policies.compress`` asks for it)."""
+        raise NotImplementedError(self._no_step_network("step_module"))
+
+    def step_inputs(self, frame: _Frame) -> dict[str, torch.Tensor]:
+        """The current frame and what ``act`` remembers (instruction embedding, past frames' features) as
+        the step network's inputs, batch 1, keyed by ``StepModule.input_names``."""
+        raise NotImplementedError(self._no_step_network("step_inputs"))
+
+    def finish_step(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The step network's outputs -> the action chunk ``(horizon, A)`` in env units; remembers what
+        the next step needs (this frame's features)."""
+        raise NotImplementedError(self._no_step_network("finish_step"))
+
+    def _no_step_network(self, method: str) -> str:
+        return (f"{type(self).__name__} ({self.name!r}) defines no {method}(): it plans with its own _plan, "
+                "and has no per-step network to export, quantize or prune (docs/adding-a-policy.md)")
+
+    def set_step_runner(self, runner: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, ...]] | None
+                        ) -> None:
+        """Run the step network with ``runner`` (inputs by name -> outputs in ``output_names`` order), e.g.
+        an ONNX Runtime session; None goes back to ``step_module``."""
+        self.__dict__["_step_runner"] = runner
+
+    def run_step(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The step network's outputs on ``inputs`` (through the runner when one is set)."""
+        runner = self.__dict__.get("_step_runner")
+        if runner is not None:
+            return tuple(runner(inputs))
+        step = self.__dict__.get("_step_module")
+        if step is None or step.policy is not self:  # kept outside _modules: no cycle in state_dict
+            step = self.__dict__["_step_module"] = self.step_module()
+        return tuple(step(*inputs.values()))
 
     @abc.abstractmethod
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -507,6 +568,7 @@ __all__ = [
     "LanguageConditionedConfig",
     "Policy",
     "PolicyConfig",
+    "StepModule",
     "mlp",
     "text_encoder_from_config",
 ]

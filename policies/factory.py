@@ -126,7 +126,12 @@ def check_pretrained(directory: str | Path) -> None:
 
 
 def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """Load any policy saved with ``save_pretrained``, dispatching on config.json's ``type``."""
+    """Load any policy saved with ``save_pretrained``, dispatching on config.json's ``type``; a compressed one
+    (``compression.json`` beside it) through ``vlagym.policies.compress.load_compressed``."""
     check_pretrained(directory)
+    if (Path(directory) / "compression.json").exists():
+        from vlagym.policies.compress.api import load_compressed
+
+        return load_compressed(directory, device=device)
     kind = read_config(Path(directory) / CONFIG_NAME)["type"]
     return policy_class(kind).from_pretrained(directory, device=device)

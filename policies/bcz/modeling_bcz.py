@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlagym.policies.base import Policy, _Frame, mlp, text_encoder_from_config
+from vlagym.policies.base import Policy, StepModule, _Frame, mlp, text_encoder_from_config
 from vlagym.policies.bcz.configuration_bcz import BCZConfig
 from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
@@ -234,18 +234,58 @@ class BCZPolicy(Policy):
         self._cond = None
         self._frames.clear()
 
-    def _plan(self, frame: _Frame) -> torch.Tensor:
-        if self._cond is None:
+    # --- the per-step network -------------------------------------------------------------------------------
+    def step_module(self) -> BCZStep:
+        return BCZStep(self)
+
+    def step_inputs(self, frame: _Frame) -> dict[str, torch.Tensor]:
+        if self._cond is None:  # the instruction (hence FiLM) is fixed until reset
             self._cond = self.text([frame.instruction])
-        if self.config.history == 1 and not self.config.action_classes:
-            cont, grip = self.heads(frame.image[None], frame.proprio[None], self._cond,
-                                    tuple(im[None] for im in frame.extra_images))
-            return self.codec.decode(cont, grip)[0]
-        # Each frame is encoded once, when it arrives; the instruction (hence FiLM) is fixed until reset.
-        feats, heatmaps = self.frame_features(frame.image[None], self._cond,
-                                              tuple(im[None] for im in frame.extra_images))
-        self._frames.append(feats[0])
-        h = self.fuse(torch.stack(list(self._frames))[None], frame.proprio[None], heatmaps)["trunk"]
+        inputs = {"image": frame.image[None]}
+        inputs.update({f"image_{key}": im[None] for key, im in zip(self.config.extra_image_keys,
+                                                                   frame.extra_images, strict=True)})
+        inputs.update(cond=self._cond, proprio=frame.proprio[None])
+        k = self.config.history
+        if k > 1:  # each frame is encoded once, when it arrives; slots before the episode's start are zeros
+            past = list(self._frames)[-(k - 1):]
+            zeros = [self._cond.new_zeros(self.frame_dim)] * (k - 1 - len(past))
+            inputs["past_features"] = torch.stack(zeros + past)[None]
+        return inputs
+
+    def finish_step(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raw = outputs[0]
+        if self.config.history > 1:
+            self._frames.append(outputs[1][0])
         if self.config.action_classes:
-            return self.codec.decode_classes(self.action_logits(h))[0]
-        return self.codec.decode(*self._action_heads(h))[0]
+            return self.codec.decode_classes(raw)[0]
+        nc = self.codec.num_continuous
+        return self.codec.decode(raw[..., :nc], raw[..., nc:])[0]
+
+
+class BCZStep(StepModule):
+    """BC-Z's decision: the current frame (one uint8 ``(1, 3, H, W)`` image per camera), the instruction
+    embedding ``cond`` ``(1, D)``, raw ``proprio`` ``(1, P)`` and, with ``history`` k > 1, the k - 1 earlier
+    frames' features ``past_features`` ``(1, k - 1, frame_dim)`` (zeros before the episode's start) ->
+    ``raw``: continuous z-scores and gripper logits joined, ``(1, horizon, Ac + Ag)`` (discrete actions:
+    class logits ``(1, horizon, n)``), and with k > 1 this frame's ``features`` ``(1, frame_dim)``."""
+
+    def __init__(self, policy: BCZPolicy) -> None:
+        cfg = policy.config
+        names = ("image", *(f"image_{k}" for k in cfg.extra_image_keys), "cond", "proprio")
+        if cfg.history > 1:
+            super().__init__(policy, (*names, "past_features"), ("raw", "features"))
+        else:
+            super().__init__(policy, names, ("raw",))
+
+    def forward(self, image: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p = self.policy
+        ne = len(p.extra_backbones)
+        extras, (cond, proprio, *past) = rest[:ne], rest[ne:]
+        feats, heatmaps = p.frame_features(image, cond, tuple(extras))
+        window = feats[:, None] if not past else torch.cat([past[0], feats[:, None]], dim=1)
+        h = p.fuse(window, proprio, heatmaps)["trunk"]
+        if p.config.action_classes:
+            raw = p.action_logits(h)
+        else:
+            raw = torch.cat(p._action_heads(h), dim=-1)
+        return (raw, feats) if past else (raw,)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlagym.policies.base import Policy, _Frame, mlp
+from vlagym.policies.base import Policy, StepModule, _Frame, mlp
 from vlagym.policies.clip.configuration_clip import TINY_CLIP, CLIPConfig
 from vlagym.policies.normalize import ActionCodec, ProprioNormalizer
 from vlagym.policies.registry import register_policy
@@ -291,8 +291,33 @@ class CLIPPolicy(Policy):
         super().reset()
         self._text_cache = None
 
-    def _plan(self, frame: _Frame) -> torch.Tensor:
+    # --- the per-step network -------------------------------------------------------------------------------
+    def step_module(self) -> CLIPStep:
+        return CLIPStep(self)
+
+    def step_inputs(self, frame: _Frame) -> dict[str, torch.Tensor]:
         if self._text_cache is None:  # the instruction is fixed within an episode
             self._text_cache = self.encode_text([frame.instruction])
-        cont, grip, _, _ = self.heads(frame.image[None], frame.proprio[None], self._text_cache)
-        return self._decode(cont, grip)[0]
+        pooled, tokens, pad = self._text_cache
+        return {"image": frame.image[None], "proprio": frame.proprio[None], "text_pooled": pooled,
+                "text_tokens": tokens, "text_pad": pad}
+
+    def finish_step(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raw = outputs[0]
+        nc = self.config.action_classes or self.codec.num_continuous
+        return self._decode(raw[..., :nc], raw[..., nc:])[0]
+
+
+class CLIPStep(StepModule):
+    """CLIP fusion's decision: the current uint8 ``image`` ``(1, 3, H, W)``, raw ``proprio`` ``(1, P)`` and
+    the instruction's cached text-tower outputs (``text_pooled`` ``(1, E)``, ``text_tokens`` ``(1, L, Wt)``,
+    bool ``text_pad`` ``(1, L)``) -> ``raw``: continuous z-scores and gripper logits joined, ``(1, horizon,
+    Ac + Ag)`` (discrete actions: class logits ``(1, horizon, n)``)."""
+
+    def __init__(self, policy: CLIPPolicy) -> None:
+        super().__init__(policy, ("image", "proprio", "text_pooled", "text_tokens", "text_pad"), ("raw",))
+
+    def forward(self, image: torch.Tensor, proprio: torch.Tensor, text_pooled: torch.Tensor,
+                text_tokens: torch.Tensor, text_pad: torch.Tensor) -> tuple[torch.Tensor]:
+        cont, grip, _, _ = self.policy.heads(image, proprio, (text_pooled, text_tokens, text_pad))
+        return (torch.cat([cont, grip], dim=-1),)

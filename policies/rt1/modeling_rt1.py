@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlagym.policies.base import Policy, _Frame, text_encoder_from_config
+from vlagym.policies.base import Policy, StepModule, _Frame, text_encoder_from_config
 from vlagym.policies.grounding import PositionHead, RoleHeatmap, grounding_loss, located, location_features
 from vlagym.policies.normalize import ActionCodec
 from vlagym.policies.registry import register_policy
@@ -235,13 +235,45 @@ class RT1Policy(Policy):
         self._tokens.clear()
         self._cond = None
 
-    def _plan(self, frame: _Frame) -> torch.Tensor:
+    # --- the per-step network -------------------------------------------------------------------------------
+    def step_module(self) -> RT1Step:
+        return RT1Step(self)
+
+    def step_inputs(self, frame: _Frame) -> dict[str, torch.Tensor]:
         if self._cond is None:
             self._cond = self.text([frame.instruction])
-        self._tokens.append(self.tokenize(frame.image[None], self._cond)[0])
-        t, n = self.config.history, len(self._tokens)
-        # Pad the front by repeating the first frame, as DemoWindows does, and mark the padding.
-        frames = [self._tokens[0]] * (t - n) + list(self._tokens)
-        mask = torch.arange(t, device=self.device) >= t - n
-        logits = self.action_logits(torch.stack(frames)[None], mask[None])
+        t = self.config.history
+        past = list(self._tokens)[-(t - 1):] if t > 1 else []
+        # Slots before the episode's start are masked out of every attention row but their own, so their
+        # values never reach the action tokens: zeros stand in for the first frame that DemoWindows repeats.
+        mask = torch.arange(t, device=self.device) >= t - 1 - len(past)
+        inputs = {"image": frame.image[None], "cond": self._cond, "mask": mask[None]}
+        if t > 1:
+            shape = (self.tokens_per_frame, self.config.d_model)
+            zeros = [self._cond.new_zeros(shape)] * (t - 1 - len(past))
+            inputs["past_tokens"] = torch.stack(zeros + past)[None]
+        return inputs
+
+    def finish_step(self, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        logits, tokens = outputs
+        self._tokens.append(tokens[0])
         return self.decode(logits)  # (1, A) = (horizon, A)
+
+
+class RT1Step(StepModule):
+    """RT-1's decision: the current uint8 ``image`` ``(1, 3, H, W)``, the instruction embedding ``cond``
+    ``(1, D)``, the real-frame ``mask`` ``(1, T)`` (oldest first, the current frame last) and, with
+    ``history`` T > 1, the earlier frames' tokens ``past_tokens`` ``(1, T - 1, S, d_model)`` -> action bin
+    ``logits`` ``(1, A, num_bins)`` (discrete actions: ``(1, 1, n)``) and this frame's ``tokens``
+    ``(1, S, d_model)``."""
+
+    def __init__(self, policy: RT1Policy) -> None:
+        names = ("image", "cond", "mask", *(("past_tokens",) if policy.config.history > 1 else ()))
+        super().__init__(policy, names, ("logits", "tokens"))
+
+    def forward(self, image: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, *past: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.policy
+        tokens = p.tokenize(image, cond)
+        window = tokens[:, None] if not past else torch.cat([past[0], tokens[:, None]], dim=1)
+        return p.action_logits(window, mask), tokens

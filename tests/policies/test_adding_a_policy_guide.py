@@ -94,3 +94,17 @@ def test_the_guides_policy_learns(guide_policy, touch_data):
     batch = collate([windows[i] for i in range(8)])
     losses = overfit_losses(policy, batch, steps=60)
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_compression_refuses_a_policy_without_a_step_network(guide_policy, touch_data, tmp_path):
+    """The guide's policy plans with its own ``_plan``; ONNX export asks for the step network and says so."""
+    from vlagym.policies import make_policy
+    from vlagym.policies.compress import compress_policy
+
+    env = gym.make("vlagym/TabletopTouch-v0", image_size=32)
+    policy = make_policy("convmlp", env.observation_space, env.action_space,
+                         **policy_class("convmlp").config_class.tiny_variants()[""])
+    env.close()
+    policy.save_pretrained(tmp_path / "convmlp")
+    with pytest.raises(ValueError, match=r"ConvMLPPolicy \('convmlp'\) defines no step_module\(\); compression"):
+        compress_policy(tmp_path / "convmlp", "onnx", tmp_path / "out")
