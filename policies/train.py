@@ -10,6 +10,8 @@ the DataLoader draws its worker seeds from its own generator (not the global one
 simulation runs with the RNG states saved and restored around it. The learning-rate schedule is a
 function of (step, config). A resume refuses a config that differs except in ``RESUME_FREE_FIELDS``.
 
+With ``teacher`` set the run distills that policy into the one it trains (``vlagym.policies.distill``).
+
 ``checkpoint/train_state.pt`` holds only tensors, numbers, strings and containers of them and loads
 with ``torch.load(weights_only=True)``; a file that needs more is refused unless ``trust_pickle``.
 """
@@ -113,6 +115,16 @@ class TrainConfig:
     """Start from this saved policy's weights (a policy folder, or a run folder: its best) instead of
     fresh ones; its architecture and normalisation stats are kept and ``policy_overrides`` are unused.
     DAgger retrains each round from the previous round's weights this way."""
+    teacher: str | None = None
+    """Distill from this saved policy (a policy folder, or a run folder: its best): the student's targets are
+    the teacher's actions on the same windows (RT-1 into RT-1: its bin distributions), see
+    ``vlagym.policies.distill``. None: the dataset's labels (plain BC)."""
+    distill_weight: float = 1.0
+    """With ``teacher``: the teacher term's share of the loss; the dataset's labels get the rest (1.0: the
+    teacher alone)."""
+    distill_temperature: float = 2.0
+    """With ``teacher``, where teacher and student are RT-1s with the same bins: the softmax temperature T of
+    the bin KL (scaled by T^2)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
@@ -128,6 +140,11 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0 (0 disables validation), got {self.eval_every!r}")
         if self.eval_every and self.eval_episodes < 1:
             raise ValueError(f"eval_episodes must be >= 1 when eval_every > 0, got {self.eval_episodes!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must lie in [0, 1] (1: the teacher's actions only), got "
+                             f"{self.distill_weight!r}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature!r}")
         if self.labels not in ACTION_KEYS:
             raise ValueError(f"labels must be one of {ACTION_KEYS}, got {self.labels!r}")
         policy_class(self.policy)  # an unknown name fails here, naming the registered ones, before any data loads
@@ -251,8 +268,10 @@ def check_resume_config(run: Path, cfg: TrainConfig) -> None:
         return
     old = yaml.safe_load(path.read_text()) or {}
     new = _yaml_plain(dataclasses.asdict(cfg))
-    # Only the fields this version knows: one an older run recorded and this version dropped is no reason to refuse.
-    diff = differing_keys({k: old.get(k) for k in new}, new, free=RESUME_FREE_FIELDS)
+    # Only the fields this version knows: one an older run recorded and this version dropped is no reason to refuse;
+    # one added since (the distillation fields), absent from the run's file, had its default's behaviour there.
+    defaults = _yaml_plain(dataclasses.asdict(TrainConfig(policy=cfg.policy)))
+    diff = differing_keys({k: old.get(k, defaults[k]) for k in new}, new, free=RESUME_FREE_FIELDS)
     if diff:
         shown = "; ".join(f"{k}: {old.get(k)!r} in the run, {new[k]!r} now" for k in diff)
         raise ValueError(f"cannot resume {run} with a different config ({shown}). A resumed run must match "
@@ -341,12 +360,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         policy = make_policy(cfg.policy, obs_space, act_space, stats=stats, **_data_overrides(cfg, probe.demos))
         state = None
     policy.to(device).train()
+    distiller = None
+    if cfg.teacher:
+        from vlagym.policies.distill import Distiller
+
+        with _IsolatedRNG():  # building the teacher draws initial weights: the student's streams stay put
+            distiller = Distiller.load(cfg.teacher, policy, device, cfg.distill_weight, cfg.distill_temperature)
     atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
                                                           "resolved_policy": policy.config_dict()}, sort_keys=False))
     history, horizon = policy.window()
-    preload = cfg.preload if cfg.preload is not None else probe.decoded_bytes(policy.image_keys()) <= PRELOAD_LIMIT
+    image_keys = policy.image_keys()
+    if distiller is not None:  # the windows hold what both read
+        history, image_keys = distiller.history(), distiller.image_keys()
+    preload = cfg.preload if cfg.preload is not None else probe.decoded_bytes(image_keys) <= PRELOAD_LIMIT
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
-                       max_demos=cfg.max_demos, image_keys=policy.image_keys(), action_key=cfg.labels,
+                       max_demos=cfg.max_demos, image_keys=image_keys, action_key=cfg.labels,
                        label_keys=policy.label_keys(), preload=preload)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -383,7 +411,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             g["lr"] = lr_at(step, cfg)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, logs = policy.loss(batch)
+            loss, logs = policy.loss(batch) if distiller is None else distiller.loss(policy, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
         optimizer.zero_grad(set_to_none=True)
@@ -403,7 +431,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             writer.add_scalar("train/samples_per_s", sps, step)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", float(v), step)
-            shown = {k: f"{v:.3g}" for k, v in logs.items() if k == "bc_loss" or "error" in k}
+            shown = {k: f"{v:.3g}" for k, v in logs.items() if k in ("bc_loss", "distill_loss") or "error" in k}
             bar.set_postfix(loss=f"{loss_value:.4f}", **shown, samples_s=f"{sps:.0f}")
         bar.update(1)
         t_pause = time.perf_counter()

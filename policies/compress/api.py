@@ -10,6 +10,7 @@
 ``prune-channels`` torch-pruning channel removal in the FiLM conv backbones (smaller weights and compute)
 ``onnx``           the step network exported to ONNX, run by ONNX Runtime (float)
 ``onnx-int8``      the same, statically quantized to int8 (QDQ) on a calibration set of real observations
+``distill``        a smaller student trained on the teacher's actions over a dataset (``compress/distill.py``)
 =================  ====================================================================================
 
 Every output folder holds ``config.json`` + ``model.safetensors`` (so it loads and evaluates like any other
@@ -39,7 +40,7 @@ from vlagym.policies.compress.record import (
     write_record,
 )
 
-METHODS = ("dynamic-int8", "prune-l1", "prune-ln", "prune-channels", "onnx", "onnx-int8")
+METHODS = ("dynamic-int8", "prune-l1", "prune-ln", "prune-channels", "onnx", "onnx-int8", "distill")
 TORCH_METHODS = ("dynamic-int8", "prune-l1", "prune-ln", "prune-channels")
 ONNX_METHODS = ("onnx", "onnx-int8")
 
@@ -50,13 +51,14 @@ def check_method(method: str) -> str:
     return method
 
 
-def check_teacher(path: str | Path) -> Path:
+def check_teacher(path: str | Path, purpose: str = "compression") -> Path:
     """The vlagym policy folder at ``path``; an SB3 model (a zip, or an RL run folder holding
-    ``model.zip``) or a folder without ``config.json`` is refused, naming what it is."""
+    ``model.zip``) or a folder without ``config.json`` is refused, naming what it is (and that ``purpose``
+    needs a vlagym policy)."""
     p = Path(path)
     zips = [p] if p.suffix == ".zip" else [p / "model.zip"]
     if any(z.is_file() and zipfile.is_zipfile(z) for z in zips) and not (p / CONFIG_NAME).exists():
-        raise ValueError(f"{p} is a stable-baselines3 model; compression works on a vlagym policy folder "
+        raise ValueError(f"{p} is a stable-baselines3 model; {purpose} works on a vlagym policy folder "
                          f"(config.json + model.safetensors, from vlagym train)")
     if not p.is_dir():
         raise FileNotFoundError(f"policy folder {p} does not exist")
@@ -69,7 +71,11 @@ def check_teacher(path: str | Path) -> Path:
 def compress_policy(teacher: str | Path, method: str, out: str | Path, *, amount: float = 0.3,
                     calibration: list[list[dict[str, Any]]] | None = None, calibration_env: str | None = None,
                     calibration_data: str | Path | None = None, calibration_episodes: int = 4,
-                    calibration_steps: int = 40, op_types: tuple[str, ...] = ("Conv",), threads: int = 1) -> Path:
+                    calibration_steps: int = 40, op_types: tuple[str, ...] = ("Conv",), threads: int = 1,
+                    data: list[str] | None = None, student: str | None = None,
+                    student_overrides: dict[str, Any] | None = None, steps: int = 500, batch_size: int = 32,
+                    lr: float = 3e-4, distill_weight: float = 1.0, temperature: float = 2.0, seed: int = 0,
+                    device: str = "cpu", progress: bool = False) -> Path:
     """Compress the policy saved at ``teacher`` with ``method`` into ``out``; returns ``out``.
 
     Args:
@@ -80,6 +86,9 @@ def compress_policy(teacher: str | Path, method: str, out: str | Path, *, amount
             when given, to measure every method's agreement with the teacher.
         op_types: ONNX operators ``onnx-int8`` quantizes (the convolutions by default).
         threads: ONNX Runtime threads for the agreement check.
+        data, student, student_overrides, steps, batch_size, lr, distill_weight, temperature, seed, device:
+            ``distill`` (``vlagym.policies.compress.distill.distill_policy``): the student (default: the
+            teacher's type and architecture, changed by ``student_overrides``) trains on ``data``.
     """
     from vlagym.policies.compress.calibration import (
         dataset_observations,
@@ -90,6 +99,18 @@ def compress_policy(teacher: str | Path, method: str, out: str | Path, *, amount
     from vlagym.policies.factory import load_policy
 
     check_method(method)
+    if method == "distill":
+        from vlagym.policies.compress.distill import distill_policy
+
+        if calibration is None and calibration_env is not None:
+            calibration = rollout_observations(calibration_env, calibration_episodes, max_steps=calibration_steps,
+                                               env_kwargs=teacher_env_kwargs(check_teacher(teacher)))
+        elif calibration is None and calibration_data is not None:
+            calibration = dataset_observations(calibration_data, calibration_episodes, calibration_steps)
+        return distill_policy(teacher, out, data=data, student=student, student_overrides=student_overrides,
+                              steps=steps, batch_size=batch_size, lr=lr, distill_weight=distill_weight,
+                              temperature=temperature, seed=seed, device=device, calibration=calibration,
+                              progress=progress)
     src = check_teacher(teacher)
     record = read_record(src)
     if record is not None and record["method"] in ("dynamic-int8", *ONNX_METHODS):

@@ -48,16 +48,16 @@ def rollout_observations(env_id: str, episodes: int = 2, seed_start: int | None 
 def dataset_observations(root: str | Path, episodes: int = 2, max_steps: int = 40) -> list[list[dict[str, Any]]]:
     """Observations of the first ``episodes`` demos of a recorded dataset (``vlagym collect``'s HDF5 shards),
     at most ``max_steps`` each, with each demo's instruction."""
-    from vlagym.dataio.dataset import index_demos, load_demo, shard_paths
+    from vlagym.dataio.dataset import index_demos, load_demo
 
-    refs = index_demos(shard_paths(root))[:episodes]
+    refs = index_demos(root)[:episodes]  # any registered format, through the dataset interface
     if not refs:
         raise ValueError(f"calibration dataset {root} holds no demos")
     out = []
     for ref in refs:
         demo = load_demo(ref)
-        instruction = demo["attrs"].get("instruction")
-        if not isinstance(instruction, str):
+        instruction = ref.instruction
+        if not isinstance(instruction, str) or not instruction:
             raise ValueError(f"{ref.path} {ref.key}: the demo has no 'instruction' attribute")
         n = min(max_steps, len(next(iter(demo["obs"].values()))))
         out.append([{**{k: v[t] for k, v in demo["obs"].items()}, "instruction": instruction} for t in range(n)])

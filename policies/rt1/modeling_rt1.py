@@ -177,6 +177,11 @@ class RT1Policy(Policy):
     def _window_logits(self, batch: dict[str, Any]) -> torch.Tensor:
         return self._window(batch)[0]
 
+    def window_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The current step's bin logits ``(B, A, num_bins)`` (discrete actions: ``(B, 1, n)``) on a window
+        batch, with gradients: what distillation matches between two RT-1s (``vlagym.policies.distill``)."""
+        return self._window_logits(batch)
+
     def _window(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Action logits ``(B, A, bins)`` and the grounding outputs of each window's current frame."""
         images = self._batch_images(batch)
