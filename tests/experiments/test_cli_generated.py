@@ -62,7 +62,7 @@ def test_commands_with_a_config_dataclass():
         "collect": "CollectConfig", "record": "RecordConfig", "expert-eval": "ExpertEvalConfig",
         "train": "TrainConfig", "pipeline": "PipelineConfig", "dagger": "DaggerConfig", "eval": "EvalConfig",
         "rl": "RLConfig", "vl-data": "VLDataConfig", "vl-train": "VLTrainConfig", "vl-ground": "GroundingConfig",
-        "ground": "GroundConfig"}
+        "ground": "GroundConfig", "compress": "CompressConfig"}
 
 
 @pytest.mark.parametrize("name", sorted(config_parsers()))
