@@ -19,6 +19,10 @@ Layout of ``out``::
     report.json, report.md, dagger.png
                               success per round and against the expert labels used so far
 
+On-policy distillation is the same loop with a teacher policy as the labeller (``DaggerConfig.teacher``, or
+the starting run's ``TrainConfig.teacher``): the student drives, and its retraining relabels every state it
+visited with the teacher's actions (``vlagym.policies.distill``).
+
 Every phase resumes on its own (collection, training, evaluation), so killing a round and
 rerunning the same command loses and duplicates nothing.
 """
@@ -79,6 +83,11 @@ class DaggerConfig:
     """Worker processes for rollouts and evaluation."""
     threads: int = 0
     """Torch threads for training (0: the training default)."""
+    teacher: str | None = None
+    """On-policy distillation: each round's retraining labels every window, the student's rollouts included,
+    with this saved policy's actions (``TrainConfig.teacher``) instead of the expert's. Default: the starting
+    run's own teacher, when it was a distillation run (``vlagym compress --method distill`` writes one in
+    OUT/train)."""
 
     def __post_init__(self) -> None:
         for name in ("rounds", "episodes", "steps", "eval_episodes"):
@@ -159,7 +168,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
         run = folder / "train"
         tcfg = dataclasses.replace(base, data=list(data), out=str(run), steps=cfg.steps, lr=cfg.lr,
                                    warmup_steps=min(base.warmup_steps, cfg.steps // 10), eval_every=0,
-                                   labels="expert_actions", init_from=policy,
+                                   labels="expert_actions", init_from=policy, teacher=cfg.teacher or base.teacher,
                                    threads=cfg.threads or base.threads, seed=base.seed + r)
         train(tcfg, resume=(run / "config.yaml").exists())
         policy = str(run / "best")

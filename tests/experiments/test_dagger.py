@@ -14,6 +14,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from vlagym.dataio.dataset import index_demos
 from vlagym.experiments.dagger import DAGGER_SEED_START, DaggerConfig, dagger
@@ -72,6 +73,27 @@ def test_one_round_adds_the_rollouts_with_expert_labels(tiny_run, touch_data, tm
         obs, _, terminated, truncated, info = env.step(actions[t])
     assert terminated or truncated
     env.close()
+
+
+def test_on_policy_distillation_relabels_the_rounds_with_the_teacher(tiny_run, touch_data, tmp_path):
+    # A distillation run (its config names the teacher) continued by DAgger: every round retrains on the teacher's
+    # labels, over the data and the student's own rollouts.
+    teacher = tmp_path / "teacher"
+    train(TrainConfig(data=[str(touch_data)], policy="bcz", policy_overrides={**TINY_BCZ, "hidden_dim": 48},
+                      out=str(teacher), steps=2, batch_size=4, num_workers=0, eval_every=0, warmup_steps=1,
+                      threads=1), progress=False)
+    student = tmp_path / "student"
+    train(TrainConfig(data=[str(touch_data)], policy="bcz", policy_overrides=TINY_BCZ, out=str(student), steps=2,
+                      batch_size=4, num_workers=0, eval_every=0, warmup_steps=1, threads=1, teacher=str(teacher),
+                      distill_weight=0.8), progress=False)
+    report = dagger(_cfg(student, tmp_path / "d"))
+    round_cfg = yaml.safe_load((tmp_path / "d" / "round_01" / "train" / "config.yaml").read_text())
+    assert round_cfg["teacher"] == str(teacher) and round_cfg["distill_weight"] == 0.8
+    assert report["rounds"][1]["rollouts"] == 2
+    # Or name the teacher for DAgger: a plain BC student becomes an on-policy distillation.
+    dagger(_cfg(tiny_run, tmp_path / "d2", teacher=str(teacher)))
+    round_cfg = yaml.safe_load((tmp_path / "d2" / "round_01" / "train" / "config.yaml").read_text())
+    assert round_cfg["teacher"] == str(teacher) and round_cfg["distill_weight"] == 1.0
 
 
 def test_changed_settings_are_refused_and_more_rounds_extend_the_run(tiny_run, tmp_path, capsys):
