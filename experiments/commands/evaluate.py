@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlagym.core.splits import TEST_SEED_START
-from vlagym.experiments.commands.args import COUNT, FORMATTER, Command, Flag, add_config, env_ids, parse_kwargs
+from vlagym.experiments.commands.args import COUNT, FORMATTER, Command, Flag, add_config, env_ids
 
 
 @dataclass
@@ -113,9 +113,9 @@ def cmd_eval(args) -> int:
 
 # --- suite-compare ------------------------------------------------------------------------------------------
 def _suite_compare_args(s) -> None:
-    s.add_argument("reports", nargs="+", help="suite output folders (or their report.json)")
-    s.add_argument("--labels", nargs="+", default=None, help="column names (default: the folder names)")
-    s.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
+    from vlagym.experiments.suites import SuiteCompareConfig
+
+    add_config(s, SuiteCompareConfig, flags={"reports": Flag(positional=True)}, overrides=False)
     s.set_defaults(func=cmd_suite_compare)
 
 
@@ -132,31 +132,19 @@ def cmd_suite_compare(args) -> int:
 
 # --- regress ------------------------------------------------------------------------------------------------
 def _regress_args(s) -> None:
+    from vlagym import testing
+
     rsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    r = rsub.add_parser("record-golden", formatter_class=FORMATTER, help="record a golden rollout file")
-    r.add_argument("--env", required=True, help="env id")
-    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="episode seeds")
-    r.add_argument("--steps", type=int, default=10, help="fixed actions per seed")
-    r.add_argument("--image-size", type=int, default=32, help="camera resolution")
-    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE", help="more env keyword arguments")
-    r.add_argument("--out", required=True, help="golden JSON file")
-    r = rsub.add_parser("check-golden", help="replay golden files; exit 1 on drift")
-    r.add_argument("files", nargs="+", help="golden JSON files")
-    r = rsub.add_parser("compare", formatter_class=FORMATTER, help="compare two eval reports task by task")
-    r.add_argument("--baseline", required=True, help="baseline report.json")
-    r.add_argument("--candidate", required=True, help="candidate report.json")
-    r.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    r.add_argument("--agent", default="policy", help="agent row to compare")
-    r.add_argument("--allow-version-mismatch", action="store_true", help="compare across vlagym versions")
-    r = rsub.add_parser("check", formatter_class=FORMATTER, help="evaluate a policy against a success bar")
-    r.add_argument("--policy", required=True, help="policy folder or training run folder")
-    r.add_argument("--env", required=True, help="env id")
-    r.add_argument("--min-success", type=float, required=True, help="bar for the 95%% Wilson lower bound")
-    r.add_argument("--episodes", type=COUNT, default=100, help="test episodes")
-    r.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
-    r.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
-    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="env keyword arguments on top of the policy's training env (e.g. level=L1)")
+    actions = [("record-golden", "record a golden rollout file", testing.RecordGoldenConfig,
+                {"env_kwargs": Flag(aliases=("--kwargs",))}),
+               ("check-golden", "replay golden files; exit 1 on drift", testing.CheckGoldenConfig,
+                {"files": Flag(positional=True)}),
+               ("compare", "compare two eval reports task by task", testing.CompareConfig, {}),
+               ("check", "evaluate a policy against a success bar", testing.RegressCheckConfig,
+                {"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT), "env_kwargs": Flag(aliases=("--kwargs",))})]
+    for name, text, cls, flags in actions:
+        r = rsub.add_parser(name, formatter_class=FORMATTER, help=text, description=text)
+        add_config(r, cls, flags=flags, overrides=False)
     s.set_defaults(func=cmd_regress)
 
 
@@ -165,7 +153,7 @@ def cmd_regress(args) -> int:
 
     if args.action == "record-golden":
         env_id = env_ids([args.env])[0]
-        kwargs = {"image_size": args.image_size, **parse_kwargs(args.kwargs)}
+        kwargs = {"image_size": args.image_size, **args.env_kwargs}
         testing.record_golden(env_id, args.seeds, args.steps, args.out, env_kwargs=kwargs)
         print(f"golden rollout of {env_id} (seeds {args.seeds}, {args.steps} steps) -> {args.out}")
         return 0
@@ -198,7 +186,7 @@ def cmd_regress(args) -> int:
 
     env_id = env_ids([args.env])[0]
     report = evaluate(args.policy, [env_id], args.episodes, seed_start=args.seed_start, workers=args.workers,
-                      expert=False, env_kwargs=parse_kwargs(args.kwargs))
+                      expert=False, env_kwargs=args.env_kwargs)
     s = report["agents"]["policy"]["per_task"][env_id]
     low = wilson_interval(s["successes"], s["episodes"])[0]
     verdict = "ok" if low >= args.min_success else "FAIL"
