@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -50,16 +51,33 @@ class EvalConfig:
     it sees or does, such as another image_size, is refused)."""
     split: Literal["test", "val"] = "test"
     """Seed split every seed must lie in (val from 1,000,000; test from 2,000,000)."""
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """What runs the policy's network: torch, or onnxruntime (a float policy folder is exported to ONNX once,
+    into OUT/onnx/; an ONNX-compressed folder from vlagym compress runs as is)."""
+    latency: float | str = 0.0
+    """Milliseconds each policy decision takes, or 'measured' (its own compute time): the env keeps executing
+    the previous action for ceil(latency x control rate) steps meanwhile (0: none)."""
 
 
 # --- eval ---------------------------------------------------------------------------------------------------
 def _eval_args(s) -> None:
     add_config(s, EvalConfig, flags={"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT),
-                                     "env_kwargs": Flag(aliases=("--kwargs",))}, overrides=False)
+                                     "env_kwargs": Flag(aliases=("--kwargs",)),
+                                     "latency": Flag(type=latency_ms, metavar="{0,measured,MS}")}, overrides=False)
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")
     s.set_defaults(func=cmd_eval)
+
+
+def latency_ms(text: str) -> float | str:
+    """A ``Flag.type``: ``--latency`` as milliseconds or 'measured'."""
+    from vlagym.agents.latency import check_latency
+
+    try:
+        return check_latency(text) or 0.0
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _eval_env_ids(args) -> list[str]:
@@ -85,6 +103,8 @@ def cmd_eval(args) -> int:
     if args.suite:
         from vlagym.experiments.suites import run_suite, to_markdown
 
+        if args.backend != "torch" or args.latency:
+            raise ValueError("--backend and --latency apply to a plain eval, not to --suite")
         report = run_suite(args.suite, args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                            workers=args.workers, expert=args.expert, out=args.out, levels=args.levels,
                            perturbations=args.perturbations, strengths=args.strengths,
@@ -100,7 +120,7 @@ def cmd_eval(args) -> int:
     report = evaluate(args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                       workers=args.workers, video_dir=args.video, videos_per_env=args.videos,
                       expert=args.expert, out=args.out, gif=args.gif, env_kwargs=args.env_kwargs,
-                      split=args.split)
+                      split=args.split, backend=args.backend, latency=args.latency)
     from vlagym.experiments.report import to_markdown
 
     print(to_markdown(report))
