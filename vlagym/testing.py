@@ -4,6 +4,8 @@
   raises ``EnvContractError`` (an ``AssertionError``) with a message naming the cause.
 * ``record_golden`` / ``check_golden`` pin a fixed-action rollout as per-step observation hashes.
 * ``compare_reports`` tests, per task, whether a candidate policy's success fell below a baseline's.
+* ``RecordGoldenConfig``, ``CheckGoldenConfig``, ``CompareConfig`` and ``RegressCheckConfig`` are the settings
+  of ``vlagym regress``'s actions, from which their flags are generated.
 * As a pytest plugin (entry point ``vlagym``) it offers the ``vlagym_env_contract`` fixture and
   ``contract_tests(ids)``, one line that checks a list of ids::
 
