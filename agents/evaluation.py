@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import Any
 
 from vlagym.agents.policy_agent import PolicyAgent, SB3Agent
-from vlagym.agents.rollout import Episode, Job, run_episode, run_jobs, summarize
+from vlagym.agents.rollout import Episode, Job, latency_facts, run_episode, run_jobs, summarize, with_latency
 
 
 @dataclass
@@ -41,10 +41,16 @@ class Cell:
     """Passed to ``gym.make`` as they are (a policy's training kwargs are the caller's to merge in)."""
     record: int = 0
     """The first ``record`` seeds keep annotated video frames."""
+    latency: float | str | None = None
+    """Milliseconds each of the agent's decisions takes, or ``"measured"``: it plays through ``LatencyAgent``,
+    the env executing the previous action meanwhile. None or 0: it acts at once."""
 
     def __post_init__(self) -> None:
+        from vlagym.agents.latency import check_latency
+
         self.seeds = tuple(int(s) for s in self.seeds)
         self.env_kwargs = dict(self.env_kwargs)
+        self.latency = check_latency(self.latency)
         if not self.seeds:
             raise ValueError(f"nothing to evaluate: no seeds for {_name(self.agent)} on {self.env_id}")
         if self.record < 0:
@@ -58,7 +64,8 @@ class Cell:
     def job(self, index: int) -> Job:
         """The worker-pool job of the ``index``-th seed."""
         return Job(self.env_id, self.seeds[index], record=index < self.record,
-                   env_kwargs=tuple(sorted(self.env_kwargs.items())), agent=os.fspath(self.agent))
+                   env_kwargs=tuple(sorted(self.env_kwargs.items())), agent=os.fspath(self.agent),
+                   latency=self.latency)
 
 
 @dataclass
@@ -141,9 +148,10 @@ def _play_here(cell: Cell, agent: Any, indices: list[int], finished: Callable[[i
     import vlagym  # noqa: F401  (registers the env ids)
 
     env = gym.make(cell.env_id, **cell.env_kwargs)
+    make = (lambda e: agent) if cell.latency is None else with_latency(lambda e: agent, cell.latency)
     try:
         for i in indices:
-            finished(i, run_episode(env, cell.seeds[i], lambda e: agent, record=i < cell.record))
+            finished(i, latency_facts(run_episode(env, cell.seeds[i], make, record=i < cell.record), make))
     finally:
         env.close()
 

@@ -37,6 +37,23 @@ def control_hz_of(env) -> float:
     return float(hz)
 
 
+def check_latency(value: Any) -> float | str | None:
+    """A latency setting as an evaluation takes it: a number of milliseconds >= 0 (text too: ``"300"``) or
+    ``"measured"``; 0 and None are None (act at once: the bare agent, no wrapper). A ValueError names the
+    value and what is allowed."""
+    if value is None or value == "measured":
+        return value
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        ms = float(text) if not isinstance(text, bool) else math.nan
+    except (TypeError, ValueError):
+        ms = math.nan
+    if not (math.isfinite(ms) and ms >= 0):
+        raise ValueError(f"latency {value!r} is not a number of milliseconds >= 0 or 'measured' (e.g. --latency 300, "
+                         "--latency measured, --latency 0 for none)")
+    return ms or None
+
+
 def delay_steps(latency_ms: float, control_hz: float) -> int:
     """Control steps a computation of ``latency_ms`` spans: ``ceil(latency_ms / 1000 * control_hz)``."""
     if not latency_ms >= 0 or not math.isfinite(latency_ms):
@@ -78,7 +95,8 @@ class LatencyAgent:
         return cls(agent, latency_ms, control_hz_of(env), initial_action)
 
     def reset(self) -> None:
-        self.agent.reset()
+        if hasattr(self.agent, "reset"):  # an agent need not have one (RandomAgent)
+            self.agent.reset()
         self._t = 0
         self._next_start = 0
         self._pending: tuple[int, Any] | None = None  # (delivery step, action)

@@ -225,6 +225,8 @@ class Job:
     agent: str = "expert"
     takeover: int | None = None
     """Hand over to the expert after this many steps of ``agent`` ("random" or a policy path)."""
+    latency: float | str | None = None
+    """Milliseconds each of ``agent``'s decisions takes, or ``"measured"`` (``LatencyAgent``); None acts at once."""
 
 
 # Fault injection for tests: ``VLAGYM_FAULT_EXIT_ONCE=<marker file>:<n>`` makes the process that starts its
@@ -260,8 +262,10 @@ def _run_job(job: Job) -> Episode:
     else:
         agent = _worker_policy(job.agent)
         make = lambda e: agent  # noqa: E731
+    if job.latency is not None:
+        make = with_latency(make, job.latency)
     if job.takeover is None:
-        return run_episode(env, job.seed, make, record=job.record)
+        return latency_facts(run_episode(env, job.seed, make, record=job.record), make)
     made: list[TakeoverAgent] = []
 
     def make_takeover(e):
@@ -271,6 +275,29 @@ def _run_job(job: Job) -> Episode:
     ep = run_episode(env, job.seed, make_takeover, record=job.record)
     # None: the episode ended before the hand-over (the driver solved it, or a discrete stop).
     ep.info["handover"] = made[-1].handover
+    return latency_facts(ep, make)
+
+
+def with_latency(make: Callable[[gym.Env], Any], latency: float | str) -> Callable[[gym.Env], Any]:
+    """``make`` with each agent it makes wrapped in ``LatencyAgent`` at the env's control rate; the last one
+    made is kept as ``.made`` (for ``latency_facts``)."""
+    from vlagym.agents.latency import LatencyAgent
+
+    def wrapped(env: gym.Env):
+        wrapped.made = LatencyAgent.for_env(make(env), env, latency)
+        return wrapped.made
+
+    wrapped.made = None
+    return wrapped
+
+
+def latency_facts(ep: Episode, make: Callable[[gym.Env], Any]) -> Episode:
+    """With a ``with_latency`` agent: how many decisions the episode took and their mean delay in control
+    steps, into ``ep.info`` (nothing otherwise, so episodes without latency read as before)."""
+    agent = getattr(make, "made", None)
+    if agent is not None and agent.decisions:
+        ep.info["decisions"] = len(agent.decisions)
+        ep.info["delay_steps_mean"] = float(np.mean([d for _, d in agent.decisions]))
     return ep
 
 

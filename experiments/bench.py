@@ -1,14 +1,116 @@
-"""Benchmarks (``vlagym bench ...``). Figures are ratios within one run: this machine is shared."""
+"""Benchmarks (``vlagym bench ...``). Figures are ratios within one run: this machine is shared.
+
+Each ``vlagym bench WHAT`` has its settings dataclass here (``BenchEnvConfig``, ``BenchDataConfig``,
+``BenchPolicyConfig``, ``BenchTrainConfig``); the command line is generated from them.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 import pybullet as pb
 
 from vlagym.envs import ENV_IDS
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+@dataclass
+class BenchEnvConfig:
+    """Settings of ``vlagym bench env``."""
+
+    env: list[str] | None = None
+    """Env ids (default: every registered one)."""
+    sizes: list[int] = field(default_factory=lambda: [64, 96, 128])
+    """Image sizes (pixels), one row each."""
+    steps: int = 200
+    """Env steps per measurement."""
+    json: str | None = None
+    """Also write the rows to this JSON file."""
+
+
+@dataclass
+class BenchDataConfig:
+    """Settings of ``vlagym bench data``."""
+
+    data: str
+    """Dataset folder (from vlagym collect)."""
+    workers: int = 2
+    """DataLoader worker processes (0 loads in this process)."""
+    batch_size: int = 32
+    """Batch size."""
+    seconds: float = 10.0
+    """Seconds per measurement."""
+    json: str | None = None
+    """Also write the rows to this JSON file."""
+
+
+@dataclass
+class BenchPolicyConfig:
+    """Settings of ``vlagym bench policy``."""
+
+    policy_dir: str | None = None
+    """A saved policy folder (or training run): time its inference backends (--backends) instead of every
+    registered policy's default config."""
+    backends: list[str] | None = None
+    """Backends for --policy-dir, space- or comma-separated: torch, torch-int8, onnx (onnxruntime), onnx-int8
+    (onnxruntime-int8) (default: all four)."""
+    env: str | None = None
+    """Env id whose spaces the policies are built for (default TabletopTouch-v0); with --policy-dir, whose
+    expert rollouts give the observations (default: the policy's env)."""
+    sizes: list[int] = field(default_factory=lambda: [64, 96, 128])
+    """Image sizes; the default configs are built at the largest (not with --policy-dir)."""
+    batch_size: int = 32
+    """Batch size of the batched forward (not with --policy-dir)."""
+    threads: int = 1
+    """CPU threads per policy."""
+    calls: int = 100
+    """Timed calls per backend (--policy-dir)."""
+    episodes: int = 2
+    """Expert episodes on validation seeds whose observations are timed (--policy-dir; onnx-int8 is
+    calibrated on them)."""
+    steps: int = 30
+    """Most observations kept per episode (--policy-dir)."""
+    json: str | None = None
+    """Also write the rows to this JSON file."""
+
+
+@dataclass
+class BenchTrainConfig:
+    """Settings of ``vlagym bench train``. ``config`` and ``overrides`` are the training config's (as for
+    ``vlagym train``), so this command's own settings file is ``--settings``."""
+
+    config: str | None = None
+    """Training YAML config."""
+    overrides: list[str] = field(default_factory=list)
+    """Training key=value overrides (as for vlagym train)."""
+    steps: int = 200
+    """Training steps measured."""
+    bare_threads: int | None = None
+    """Threads of the bare forward/backward loop (default: every core)."""
+    json: str | None = None
+    """Also write the row to this JSON file."""
+
+
+BACKEND_ALIASES = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8"}
+"""Short names ``--backends`` also takes."""
+
+
+def backend_names(values: list[str] | None) -> tuple[str, ...] | None:
+    """``--backends`` values (each may hold several, comma-separated; short ONNX names allowed) as the names of
+    ``vlagym.policies.compress.benchmark.BACKENDS``; None for all. An unknown one is refused, naming the
+    choices."""
+    if not values:
+        return None
+    from vlagym.policies.compress.benchmark import BACKENDS
+
+    names = [BACKEND_ALIASES.get(v.strip(), v.strip()) for value in values for v in str(value).split(",") if v.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backends {unknown}; choose from {', '.join([*BACKENDS, *BACKEND_ALIASES])}")
+    return tuple(dict.fromkeys(names))
 
 
 def _pin_one_core() -> None:

@@ -7,6 +7,11 @@ on the same test seeds, and the results go to ``efficiency.json``, ``efficiency.
 
 Every (N, run) is resumable: a finished evaluation is reused, an interrupted training run resumes
 from its checkpoint, so rerunning the same command continues where it stopped.
+
+The command's own settings are ``EfficiencyConfig``. Its ``config`` and ``overrides`` are the *training*
+config's (``vlagym data-efficiency --config C.yaml steps=500``, as for ``vlagym train``), so a YAML file of
+the command's settings is ``--settings FILE.yaml`` (which may name the training config as ``config:``) and
+its key=value form ``--set``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,26 @@ from vlagym.core.splits import SPLIT_SEED_START
 from vlagym.experiments.report import save_figure
 
 PLOT_NAME = "efficiency.png"
+
+
+@dataclasses.dataclass
+class EfficiencyConfig:
+    """Settings of ``vlagym data-efficiency``."""
+
+    out: str
+    """Output folder (one run per count, efficiency.json/.md/.png)."""
+    config: str | None = None
+    """Training YAML config (its data must hold max(demos) demos)."""
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    """Training key=value overrides (as for vlagym train)."""
+    demos: list[int] = dataclasses.field(default_factory=lambda: [25, 50, 100, 200])
+    """Demonstration counts."""
+    episodes: int = 100
+    """Test episodes per count."""
+    seed_start: int = SPLIT_SEED_START["test"]
+    """First test seed."""
+    workers: int | None = None
+    """Evaluation worker processes (default: all cores)."""
 
 
 def run_efficiency(

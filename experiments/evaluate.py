@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from gymnasium import spaces
 
 from vlagym.agents.evaluation import Cell, evaluate_cells
+from vlagym.agents.latency import check_latency
 from vlagym.agents.policy_agent import policy_env_args, resolve_policy_dir
 from vlagym.agents.rollout import Episode, video_kwargs
 from vlagym.agents.video import grid, write_video
@@ -28,6 +31,9 @@ from vlagym.envs import check_env_kwargs, env_constructor_args
 from vlagym.experiments.report import build_report, write_report
 
 EPISODE_LOG = "episodes.jsonl"
+ONNX_CACHE = "onnx"
+"""Folder in ``out`` where ``--backend onnxruntime`` keeps the policy's ONNX export."""
+BACKENDS = ("torch", "onnxruntime")
 
 
 def evaluate(
@@ -44,6 +50,8 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     split: str = "test",
     on_change: str = "refuse",
+    backend: str = "torch",
+    latency: float | str | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` (a checkpoint or run folder) and the expert on ``episodes`` seeds per env.
 
@@ -56,8 +64,15 @@ def evaluate(
         out: folder for report.json, report.md and the episode log that makes a rerun resume.
         on_change: what a rerun into ``out`` with other settings does: ``"refuse"`` (``vlagym eval``) or
             ``"restart"`` (pipelines that retrain into the same folder and evaluate again).
+        backend: what runs the policy's per-step network: ``"torch"``, or ``"onnxruntime"`` (a float policy is
+            exported to ONNX once, into ``out/onnx/`` or a temporary folder; an ONNX-compressed one runs as is).
+        latency: milliseconds each of the policy's decisions takes, or ``"measured"`` (``LatencyAgent``: the
+            env executes the previous action meanwhile); None or 0 acts at once. The expert acts at once.
     """
     check_seeds(seed_start, episodes, split)
+    latency = check_latency(latency)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not env_ids:
@@ -81,16 +96,29 @@ def evaluate(
     # The env as the policy saw it in training (image size, action mode), with the user's kwargs on top;
     # the expert gets the same.
     kwargs_of = {e: eval_env_kwargs(policy, e, env_kwargs or {}) for e in env_ids}
-    recording = video_dir is not None
-    cells = [Cell(path, e, seeds[e], {**kwargs_of[e], **(video_kwargs(e) if recording else {})},
-                  record=videos_per_env if recording else 0)
-             for path in agents.values() for e in env_ids]
-    name_of = {path: name for name, path in agents.items()}
     log = None
     if out:
         settings = {"agents": {n: _digest(p) if n == "policy" else p for n, p in agents.items()},
                     "env_ids": env_ids, "episodes": episodes, "seed_start": seed_start, "env_kwargs": kwargs_of}
+        # Only when set, so the log of an evaluation from before these settings still resumes.
+        settings.update({k: v for k, v in (("backend", backend), ("latency", latency))
+                         if v is not None and v != "torch"})
         log = EpisodeLog(Path(out) / EPISODE_LOG, settings, on_change=on_change)
+    runs = dict(agents)  # what plays each row: with onnxruntime, the policy's ONNX folder
+    scratch = None  # the ONNX export's folder when there is no out to keep it in
+    if backend == "onnxruntime" and "policy" in agents:
+        scratch = None if out else tempfile.mkdtemp(prefix="vlagym-onnx-")
+        try:
+            runs["policy"] = onnx_policy(agents["policy"], Path(out or scratch) / ONNX_CACHE)
+        except BaseException:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    recording = video_dir is not None
+    cells = [Cell(path, e, seeds[e], {**kwargs_of[e], **(video_kwargs(e) if recording else {})},
+                  record=videos_per_env if recording else 0, latency=latency if name == "policy" else None)
+             for name, path in runs.items() for e in env_ids]
+    name_of = {path: name for name, path in runs.items()}
     # Recorded episodes always rerun: the log keeps no frames.
     done = {(c, i): ep for c, cell in enumerate(cells) for i, seed in enumerate(cell.seeds)
             if log and i >= cell.record and (ep := log.get(name_of[cell.agent], cell, seed)) is not None}
@@ -101,18 +129,63 @@ def evaluate(
     def on_result(c: int, i: int, ep: Episode) -> None:  # in this process, as each episode comes back
         log.append(name_of[cells[c].agent], cells[c], cells[c].seeds[i], ep)
 
-    evaluations = evaluate_cells(cells, workers=workers, desc="eval", done=done, on_result=on_result if log else None)
+    try:
+        evaluations = evaluate_cells(cells, workers=workers, desc="eval", done=done,
+                                     on_result=on_result if log else None)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     rows: dict[str, list[Episode]] = {name: [] for name in agents}
     for ev in evaluations:
         rows[name_of[ev.cell.agent]] += ev.episodes
     videos = _write_videos(rows, video_dir, gif) if video_dir else []
-    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"),
+    # An ONNX-compressed --policy runs in ONNX Runtime whatever the backend asked.
+    onnx = backend == "onnxruntime" or ("policy" in agents and _is_onnx(agents["policy"]))
+    backend_info = {"backend": "onnxruntime" if onnx else "torch", "latency_ms": latency or 0}
+    if runs.get("policy") != agents.get("policy") and scratch is None:
+        backend_info["backend_policy"] = runs["policy"]  # the ONNX export evaluated
+    report = build_report(rows, seeds, job="eval", policy=agents.get("policy"), **backend_info,
                           env_kwargs=_report_kwargs(kwargs_of), split=split, videos=videos,
                           wall_time_s=round(time.time() - t0, 1))
     if out:
         json_path, md_path = write_report(report, out)
         report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "episodes": str(log.path)}
     return report
+
+
+def onnx_policy(policy_dir: str | os.PathLike, cache: Path) -> str:
+    """The folder that runs ``policy_dir`` through ONNX Runtime: the folder itself when it is ONNX-compressed
+    already (``compression.json`` method onnx or onnx-int8), else its float export (``compress_policy(...,
+    "onnx")``) in ``cache/<hash of its files>``, made once and reused while the policy's files stay the same."""
+    from vlagym.policies.compress.api import compress_policy
+    from vlagym.policies.compress.record import COMPRESSION_NAME
+
+    path = Path(policy_dir)
+    if not path.is_dir():
+        raise ValueError(f"--backend onnxruntime runs vlagym policy folders; {path} is a stable-baselines3 model "
+                         "(evaluate it with --backend torch)")
+    if _is_onnx(path):
+        return str(path)
+    target = cache / _digest(str(path))["sha256"][:16]
+    if not (target / COMPRESSION_NAME).exists():
+        print(f"eval: exporting {path} to ONNX in {target}")
+        partial = target.with_name(target.name + ".partial")  # a killed export leaves nothing that looks done
+        shutil.rmtree(partial, ignore_errors=True)
+        compress_policy(path, "onnx", partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return str(target)
+
+
+def _is_onnx(policy_dir: str | os.PathLike) -> bool:
+    """An ONNX-compressed policy folder (``compression.json`` method onnx or onnx-int8)."""
+    path = Path(policy_dir)
+    if not (path / "compression.json").is_file():
+        return False
+    from vlagym.policies.compress.api import ONNX_METHODS
+    from vlagym.policies.compress.record import read_record
+
+    return read_record(path)["method"] in ONNX_METHODS
 
 
 def check_seeds(seed_start: int, episodes: int, split: str = "test") -> None:

@@ -55,6 +55,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         kwargs = report["env_kwargs"]
         text = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) if kwargs else "none (the envs' defaults)"
         lines += [f"env kwargs: {text}", ""]
+    if report.get("backend", "torch") != "torch" or report.get("latency_ms"):
+        ms = report.get("latency_ms") or 0
+        latency = "measured per decision" if ms == "measured" else f"{ms:g} ms per decision"
+        lines += [f"policy backend: {report.get('backend', 'torch')}; latency: {latency}", ""]
     return "\n".join(lines + agents_table(report["agents"])) + "\n"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,18 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 
 # --- comparing policies ----------------------------------------------------------------------------------------
+@dataclass
+class SuiteCompareConfig:
+    """Settings of ``vlagym suite-compare``."""
+
+    reports: list[str]
+    """Suite output folders (or their report.json), one column each."""
+    out: str
+    """Folder for compare.md, compare.json and compare.png."""
+    labels: list[str] | None = None
+    """Column names, one per report (default: the folder names)."""
+
+
 def load_suite_report(path: str | os.PathLike) -> dict[str, Any]:
     """A suite's report.json, given the file or the folder ``vlagym eval --suite --out`` wrote."""
     p = Path(path)

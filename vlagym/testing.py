@@ -4,6 +4,8 @@
   raises ``EnvContractError`` (an ``AssertionError``) with a message naming the cause.
 * ``record_golden`` / ``check_golden`` pin a fixed-action rollout as per-step observation hashes.
 * ``compare_reports`` tests, per task, whether a candidate policy's success fell below a baseline's.
+* ``RecordGoldenConfig``, ``CheckGoldenConfig``, ``CompareConfig`` and ``RegressCheckConfig`` are the settings
+  of ``vlagym regress``'s actions, from which their flags are generated.
 * As a pytest plugin (entry point ``vlagym``) it offers the ``vlagym_env_contract`` fixture and
   ``contract_tests(ids)``, one line that checks a list of ids::
 
@@ -27,6 +29,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from vlagym.core.splits import SPLIT_SEED_START
 
 try:  # the pytest plugin part is optional; the checks work without pytest
     import pytest
@@ -376,6 +380,32 @@ def _rollout_hashes(env_id: str, seed: int, steps: int, env_kwargs: dict) -> dic
     return {"obs": frames, "rewards": rewards}
 
 
+@dataclass
+class RecordGoldenConfig:
+    """Settings of ``vlagym regress record-golden``."""
+
+    env: str
+    """Env id."""
+    out: str
+    """Golden JSON file."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    """Episode seeds."""
+    steps: int = 10
+    """Fixed actions per seed."""
+    image_size: int = 32
+    """Camera resolution (pixels)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """More env keyword arguments."""
+
+
+@dataclass
+class CheckGoldenConfig:
+    """Settings of ``vlagym regress check-golden``."""
+
+    files: list[str]
+    """Golden JSON files."""
+
+
 def record_golden(env_id: str, seeds: Iterable[int], steps: int, path: str | os.PathLike,
                   env_kwargs: dict | None = None) -> dict[str, Any]:
     """Roll out a fixed action sequence per seed and store per-step observation hashes and rewards as JSON."""
@@ -420,6 +450,42 @@ def check_golden(path: str | os.PathLike) -> None:
 
 
 # --- policy report comparison -----------------------------------------------------------------------------------
+@dataclass
+class CompareConfig:
+    """Settings of ``vlagym regress compare``."""
+
+    baseline: str
+    """Baseline report.json."""
+    candidate: str
+    """Candidate report.json."""
+    alpha: float = 0.05
+    """Significance level of the one-sided Fisher exact test."""
+    agent: str = "policy"
+    """Agent row to compare."""
+    allow_version_mismatch: bool = False
+    """Compare reports written by different vlagym versions."""
+
+
+@dataclass
+class RegressCheckConfig:
+    """Settings of ``vlagym regress check``."""
+
+    policy: str
+    """Policy folder or training run folder."""
+    env: str
+    """Env id."""
+    min_success: float
+    """Bar for the 95% Wilson lower bound of the success rate."""
+    episodes: int = 100
+    """Test episodes."""
+    seed_start: int = SPLIT_SEED_START["test"]
+    """First seed (test split)."""
+    workers: int | None = None
+    """Worker processes (default: all cores)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Env keyword arguments on top of the policy's training env (e.g. level=L1)."""
+
+
 @dataclass
 class TaskComparison:
     env_id: str

@@ -58,17 +58,6 @@ def env_ids(values: list[str] | None) -> list[str]:
     return [check_env_id(v) for v in values]
 
 
-def parse_kwargs(items: list[str] | None) -> dict:
-    """``key=value`` pairs (values parsed as YAML) for gym.make."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--kwargs takes key=value pairs, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key] = parse_value(value)
-    return out
-
-
 def field_docs(cls) -> dict[str, str]:
     """A dataclass's field docstrings (the string literal under each field), by field name, through its bases."""
     docs: dict[str, str] = {}
@@ -88,13 +77,24 @@ def help_text(doc: str) -> str:
     return doc.replace("``", "")
 
 
-def plot_args(runs_help: str, func):
-    """The arguments of a command that overlays several runs on one PNG: RUN... --labels ... --title ... --out."""
+@dataclass
+class PlotConfig:
+    """Settings of a command that overlays several runs on one PNG (``vlagym dagger-plot``, ``vlagym rl-plot``)."""
+
+    runs: list[str]
+    """Run folders, one curve each."""
+    out: str
+    """PNG file."""
+    labels: list[str] | None = None
+    """Legend names, one per run (default: the folder names)."""
+    title: str = ""
+    """Plot title."""
+
+
+def plot_args(func):
+    """The arguments of a plot command: ``RUN... --labels ... --title ... --out`` (``PlotConfig``)."""
     def build(s: argparse.ArgumentParser) -> None:
-        s.add_argument("runs", nargs="+", help=runs_help)
-        s.add_argument("--labels", nargs="+", default=None, help="legend names (default: the folder names)")
-        s.add_argument("--title", default="", help="plot title")
-        s.add_argument("--out", required=True, help="PNG file")
+        add_config(s, PlotConfig, flags={"runs": Flag(positional=True)}, overrides=False)
         s.set_defaults(func=func)
 
     return build
@@ -136,6 +136,9 @@ class Flag:
     """This command's default where it differs from the field's."""
     required: bool = False
     """The field must be given (flag, --config or key=value) although the dataclass has a default."""
+    positional: bool = False
+    """A positional argument instead of ``--field-name`` (a list field takes any number of values, e.g. the
+    run folders of a plot); it may still come from --config or ``--set``."""
 
 
 def policy_name(text: str) -> str:
@@ -156,6 +159,10 @@ class ConfigSpec:
     parser: argparse.ArgumentParser
     flags: dict[str, Flag] = field(default_factory=dict)
     prefixes: dict[str, str] = field(default_factory=dict)
+    file_dest: str = "config"
+    """Where the parsed namespace holds the settings file's path (``--config``, or ``config_flag``'s)."""
+    overrides: bool = True
+    """Positional ``key=value`` overrides (in ``args.overrides``; else that name may be a field's)."""
 
     def fields(self) -> list[dataclasses.Field]:
         return list(dataclasses.fields(self.cls))
@@ -166,6 +173,10 @@ class ConfigSpec:
 
     def required(self, f: dataclasses.Field) -> bool:
         return self.flags.get(f.name, Flag()).required or self.default(f) is dataclasses.MISSING
+
+    def shown(self, f: dataclasses.Field) -> str:
+        """How the usage names the field: ``--field-name``, or ``NAME`` for a positional."""
+        return f.name.upper() if self.flags.get(f.name, Flag()).positional else flag_name(f.name)
 
 
 def flag_name(name: str) -> str:
@@ -181,11 +192,13 @@ def _shown(value: Any) -> str:
 
 
 def add_config(parser: argparse.ArgumentParser, cls, *, flags: dict[str, Flag] | None = None,
-               prefixes: dict[str, str] | None = None, overrides: bool = True) -> None:
+               prefixes: dict[str, str] | None = None, overrides: bool = True, config_flag: str = "--config") -> None:
     """One flag per field of dataclass ``cls``, ``--config FILE.yaml`` and ``key=value``
     overrides (positional when ``overrides``; ``--set`` always). ``prefixes``: see
-    ``vlagym.core.config.apply_overrides``."""
-    spec = ConfigSpec(cls, parser, dict(flags or {}), dict(prefixes or {}))
+    ``vlagym.core.config.apply_overrides``. ``config_flag`` renames ``--config`` where that name already means
+    something else (data-efficiency's and bench train's ``--config`` is the *training* config, a field)."""
+    spec = ConfigSpec(cls, parser, dict(flags or {}), dict(prefixes or {}), config_flag.lstrip("-").replace("-", "_"),
+                      overrides)
     unknown = set(spec.flags) - {f.name for f in dataclasses.fields(cls)}
     if unknown:  # a typo here would silently drop a flag's alias or check
         raise TypeError(f"Flag given for {sorted(unknown)}, not fields of {cls.__name__}")
@@ -216,11 +229,21 @@ def add_config(parser: argparse.ArgumentParser, cls, *, flags: dict[str, Flag] |
             kw["choices"] = list(flag.choices)
         if flag.metavar is not None:
             kw["metavar"] = flag.metavar
+        if flag.positional:  # "*"/"?" and a suppressed default: absent, it may still come from YAML or --set
+            if flag.aliases or overrides:  # positional key=value overrides would swallow them (or they those)
+                raise TypeError(f"{cls.__name__}.{f.name}: a positional field takes no aliases and needs "
+                                "overrides=False (key=value goes to --set)")
+            kw["nargs"] = "*" if kw.get("nargs") == "+" else "?"
+            kw.setdefault("metavar", kw.pop("dest").upper())
+            kw.pop("dest", None)
+            group.add_argument(f.name, **kw)
+            continue
         group.add_argument(flag_name(f.name), *flag.aliases, **kw)
-    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+    parser.add_argument(config_flag, dest=spec.file_dest, default=None, metavar="FILE.yaml",
                         help=f"YAML file of {cls.__name__} settings (flags and key=value win over it)")
     parser.add_argument("--set", dest="set_overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="settings as key=value, applied last (as the positional KEY=VALUE)")
+                        help=f"{cls.__name__} settings as key=value, applied last"
+                             + (" (as the positional KEY=VALUE)" if overrides else ""))
     if overrides:
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                             help="settings as key=value (values read by the field's type; YAML for lists and "
@@ -247,18 +270,19 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """
     spec: ConfigSpec = args._config
     names = [f.name for f in spec.fields()]
-    values = read_yaml(args.config, spec.cls) if args.config else {}
+    path = getattr(args, spec.file_dest)
+    values = read_yaml(path, spec.cls) if path else {}
     for name in names:
         if name in vars(args):
             values[name] = _from_flag(spec, name, getattr(args, name), values)
-    items = [*getattr(args, "overrides", []), *args.set_overrides]
+    items = [*(args.overrides if spec.overrides else []), *args.set_overrides]
     apply_overrides(values, items, spec.cls, spec.prefixes)
     for name, value in list(values.items()):
         values[name] = _check(spec, name, value)
     missing = [f for f in spec.fields() if spec.required(f) and values.get(f.name) is None]
     if missing:
         spec.parser.error("the following arguments are required: " + ", ".join(
-            f"{flag_name(f.name)} (or {f.name}= as key=value or in --config)" for f in missing))
+            f"{spec.shown(f)} (or {f.name}= as key=value or in {flag_name(spec.file_dest)})" for f in missing))
     args.config_explicit = dict(values)
     args.config_values = {f.name: values[f.name] if f.name in values else spec.default(f) for f in spec.fields()}
     for name, value in args.config_values.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlagym.core.splits import TEST_SEED_START
-from vlagym.experiments.commands.args import COUNT, FORMATTER, Command, Flag, add_config, env_ids, parse_kwargs
+from vlagym.experiments.commands.args import COUNT, FORMATTER, Command, Flag, add_config, env_ids
 
 
 @dataclass
@@ -50,16 +51,33 @@ class EvalConfig:
     it sees or does, such as another image_size, is refused)."""
     split: Literal["test", "val"] = "test"
     """Seed split every seed must lie in (val from 1,000,000; test from 2,000,000)."""
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """What runs the policy's network: torch, or onnxruntime (a float policy folder is exported to ONNX once,
+    into OUT/onnx/; an ONNX-compressed folder from vlagym compress runs as is)."""
+    latency: float | str = 0.0
+    """Milliseconds each policy decision takes, or 'measured' (its own compute time): the env keeps executing
+    the previous action for ceil(latency x control rate) steps meanwhile (0: none)."""
 
 
 # --- eval ---------------------------------------------------------------------------------------------------
 def _eval_args(s) -> None:
     add_config(s, EvalConfig, flags={"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT),
-                                     "env_kwargs": Flag(aliases=("--kwargs",))}, overrides=False)
+                                     "env_kwargs": Flag(aliases=("--kwargs",)),
+                                     "latency": Flag(type=latency_ms, metavar="{0,measured,MS}")}, overrides=False)
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
                         "crafted file holds)")
     s.set_defaults(func=cmd_eval)
+
+
+def latency_ms(text: str) -> float | str:
+    """A ``Flag.type``: ``--latency`` as milliseconds or 'measured'."""
+    from vlagym.agents.latency import check_latency
+
+    try:
+        return check_latency(text) or 0.0
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _eval_env_ids(args) -> list[str]:
@@ -85,6 +103,8 @@ def cmd_eval(args) -> int:
     if args.suite:
         from vlagym.experiments.suites import run_suite, to_markdown
 
+        if args.backend != "torch" or args.latency:
+            raise ValueError("--backend and --latency apply to a plain eval, not to --suite")
         report = run_suite(args.suite, args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                            workers=args.workers, expert=args.expert, out=args.out, levels=args.levels,
                            perturbations=args.perturbations, strengths=args.strengths,
@@ -100,7 +120,7 @@ def cmd_eval(args) -> int:
     report = evaluate(args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                       workers=args.workers, video_dir=args.video, videos_per_env=args.videos,
                       expert=args.expert, out=args.out, gif=args.gif, env_kwargs=args.env_kwargs,
-                      split=args.split)
+                      split=args.split, backend=args.backend, latency=args.latency)
     from vlagym.experiments.report import to_markdown
 
     print(to_markdown(report))
@@ -113,9 +133,9 @@ def cmd_eval(args) -> int:
 
 # --- suite-compare ------------------------------------------------------------------------------------------
 def _suite_compare_args(s) -> None:
-    s.add_argument("reports", nargs="+", help="suite output folders (or their report.json)")
-    s.add_argument("--labels", nargs="+", default=None, help="column names (default: the folder names)")
-    s.add_argument("--out", required=True, help="folder for compare.md, compare.json and compare.png")
+    from vlagym.experiments.suites import SuiteCompareConfig
+
+    add_config(s, SuiteCompareConfig, flags={"reports": Flag(positional=True)}, overrides=False)
     s.set_defaults(func=cmd_suite_compare)
 
 
@@ -132,31 +152,19 @@ def cmd_suite_compare(args) -> int:
 
 # --- regress ------------------------------------------------------------------------------------------------
 def _regress_args(s) -> None:
+    from vlagym import testing
+
     rsub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    r = rsub.add_parser("record-golden", formatter_class=FORMATTER, help="record a golden rollout file")
-    r.add_argument("--env", required=True, help="env id")
-    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="episode seeds")
-    r.add_argument("--steps", type=int, default=10, help="fixed actions per seed")
-    r.add_argument("--image-size", type=int, default=32, help="camera resolution")
-    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE", help="more env keyword arguments")
-    r.add_argument("--out", required=True, help="golden JSON file")
-    r = rsub.add_parser("check-golden", help="replay golden files; exit 1 on drift")
-    r.add_argument("files", nargs="+", help="golden JSON files")
-    r = rsub.add_parser("compare", formatter_class=FORMATTER, help="compare two eval reports task by task")
-    r.add_argument("--baseline", required=True, help="baseline report.json")
-    r.add_argument("--candidate", required=True, help="candidate report.json")
-    r.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    r.add_argument("--agent", default="policy", help="agent row to compare")
-    r.add_argument("--allow-version-mismatch", action="store_true", help="compare across vlagym versions")
-    r = rsub.add_parser("check", formatter_class=FORMATTER, help="evaluate a policy against a success bar")
-    r.add_argument("--policy", required=True, help="policy folder or training run folder")
-    r.add_argument("--env", required=True, help="env id")
-    r.add_argument("--min-success", type=float, required=True, help="bar for the 95%% Wilson lower bound")
-    r.add_argument("--episodes", type=COUNT, default=100, help="test episodes")
-    r.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first seed (test split)")
-    r.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
-    r.add_argument("--kwargs", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="env keyword arguments on top of the policy's training env (e.g. level=L1)")
+    actions = [("record-golden", "record a golden rollout file", testing.RecordGoldenConfig,
+                {"env_kwargs": Flag(aliases=("--kwargs",))}),
+               ("check-golden", "replay golden files; exit 1 on drift", testing.CheckGoldenConfig,
+                {"files": Flag(positional=True)}),
+               ("compare", "compare two eval reports task by task", testing.CompareConfig, {}),
+               ("check", "evaluate a policy against a success bar", testing.RegressCheckConfig,
+                {"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT), "env_kwargs": Flag(aliases=("--kwargs",))})]
+    for name, text, cls, flags in actions:
+        r = rsub.add_parser(name, formatter_class=FORMATTER, help=text, description=text)
+        add_config(r, cls, flags=flags, overrides=False)
     s.set_defaults(func=cmd_regress)
 
 
@@ -165,7 +173,7 @@ def cmd_regress(args) -> int:
 
     if args.action == "record-golden":
         env_id = env_ids([args.env])[0]
-        kwargs = {"image_size": args.image_size, **parse_kwargs(args.kwargs)}
+        kwargs = {"image_size": args.image_size, **args.env_kwargs}
         testing.record_golden(env_id, args.seeds, args.steps, args.out, env_kwargs=kwargs)
         print(f"golden rollout of {env_id} (seeds {args.seeds}, {args.steps} steps) -> {args.out}")
         return 0
@@ -198,7 +206,7 @@ def cmd_regress(args) -> int:
 
     env_id = env_ids([args.env])[0]
     report = evaluate(args.policy, [env_id], args.episodes, seed_start=args.seed_start, workers=args.workers,
-                      expert=False, env_kwargs=parse_kwargs(args.kwargs))
+                      expert=False, env_kwargs=args.env_kwargs)
     s = report["agents"]["policy"]["per_task"][env_id]
     low = wilson_interval(s["successes"], s["episodes"])[0]
     verdict = "ok" if low >= args.min_success else "FAIL"

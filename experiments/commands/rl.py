@@ -65,5 +65,5 @@ COMMANDS = [
     Command("rl-plot", "learning curves of several rl runs on one plot",
             "Overlay the validation-success curves (curve.csv, with 95% Wilson bands) of several `vlagym rl` "
             "runs, e.g. fine-tuning with and without --critic-warmup.",
-            plot_args("rl run folders", cmd_rl_plot)),
+            plot_args(cmd_rl_plot)),
 ]

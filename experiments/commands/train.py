@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlagym.core.splits import TEST_SEED_START
 from vlagym.experiments.commands.args import (
     COUNT,
     Command,
@@ -75,14 +74,12 @@ def cmd_pipeline(args) -> int:
 
 # --- data-efficiency ----------------------------------------------------------------------------------------
 def _data_efficiency_args(s) -> None:
-    # --config and the key=value overrides here are the *training* config's (as for vlagym train).
-    s.add_argument("--config", default=None, help="training YAML config (its data must hold max(--demos) demos)")
-    s.add_argument("--demos", type=int, nargs="+", default=[25, 50, 100, 200], help="demonstration counts")
-    s.add_argument("--episodes", type=COUNT, default=100, help="test episodes per count")
-    s.add_argument("--seed-start", type=int, default=TEST_SEED_START, help="first test seed")
-    s.add_argument("--workers", type=COUNT, default=None, help="evaluation worker processes (default: all cores)")
-    s.add_argument("--out", required=True, help="output folder (one run per count, efficiency.json/.md/.png)")
-    s.add_argument("overrides", nargs="*", help="key=value training overrides (as for vlagym train)")
+    from vlagym.experiments.efficiency import EfficiencyConfig
+
+    # --config and the positional key=value are the *training* config's (as for vlagym train); the command's
+    # own settings file is --settings, their key=value form --set.
+    add_config(s, EfficiencyConfig, flags={"overrides": Flag(positional=True), "episodes": Flag(type=COUNT),
+                                           "workers": Flag(type=COUNT)}, overrides=False, config_flag="--settings")
     s.set_defaults(func=cmd_data_efficiency)
 
 
@@ -151,6 +148,6 @@ COMMANDS = [
             "previous weights and evaluates on validation seeds. Rerun the same command to resume.", _dagger_args),
     Command("dagger-plot", "several dagger runs' curves on one plot",
             "Overlay the success-against-expert-labels curves (with 95% Wilson intervals) of several "
-            "`vlagym dagger` runs.", plot_args("dagger run folders", cmd_dagger_plot)),
+            "`vlagym dagger` runs.", plot_args(cmd_dagger_plot)),
 ]
 

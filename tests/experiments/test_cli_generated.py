@@ -25,10 +25,20 @@ def parsed(argv: list[str]) -> argparse.Namespace:
     return resolve(args)
 
 
+def subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command parser by its name, nested ones as ``"bench env"``."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                out[prefix + name] = p
+                out.update(subparsers(p, f"{prefix}{name} "))
+    return out
+
+
 def config_parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every subcommand parser that add_config built, by command name."""
-    sub = build_parser()._subparsers._group_actions[0]
-    return {name: p for name, p in sub.choices.items() if p.get_default("_config") is not None}
+    """Every (sub)command parser that add_config built, by command name."""
+    return {name: p for name, p in subparsers(build_parser()).items() if p.get_default("_config") is not None}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -56,13 +66,25 @@ def test_top_level_help_lists_every_command():
         assert name in res.stdout
 
 
+GENERATED = {
+    "collect": "CollectConfig", "record": "RecordConfig", "expert-eval": "ExpertEvalConfig",
+    "train": "TrainConfig", "pipeline": "PipelineConfig", "dagger": "DaggerConfig", "eval": "EvalConfig",
+    "rl": "RLConfig", "vl-data": "VLDataConfig", "vl-train": "VLTrainConfig", "vl-ground": "GroundingConfig",
+    "ground": "GroundConfig", "bench env": "BenchEnvConfig", "bench data": "BenchDataConfig",
+    "bench policy": "BenchPolicyConfig", "bench train": "BenchTrainConfig",
+    "regress record-golden": "RecordGoldenConfig", "regress check-golden": "CheckGoldenConfig",
+    "regress compare": "CompareConfig", "regress check": "RegressCheckConfig",
+    "data-efficiency": "EfficiencyConfig", "suite-compare": "SuiteCompareConfig", "dagger-plot": "PlotConfig",
+    "rl-plot": "PlotConfig", "compress": "CompressConfig"}
+"""Which command is generated from which dataclass."""
+NOT_GENERATED = {"bench", "regress", "envs", "dataset"}
+"""bench and regress only choose a subcommand; envs takes nothing; dataset keeps hand-written arguments."""
+
+
 def test_commands_with_a_config_dataclass():
     generated = {name: p.get_default("_config").cls.__name__ for name, p in config_parsers().items()}
-    assert generated == {
-        "collect": "CollectConfig", "record": "RecordConfig", "expert-eval": "ExpertEvalConfig",
-        "train": "TrainConfig", "pipeline": "PipelineConfig", "dagger": "DaggerConfig", "eval": "EvalConfig",
-        "rl": "RLConfig", "vl-data": "VLDataConfig", "vl-train": "VLTrainConfig", "vl-ground": "GroundingConfig",
-        "ground": "GroundConfig", "compress": "CompressConfig"}
+    assert generated == GENERATED
+    assert set(subparsers(build_parser())) - set(GENERATED) == NOT_GENERATED
 
 
 @pytest.mark.parametrize("name", sorted(config_parsers()))
@@ -75,10 +97,13 @@ def test_every_field_is_a_flag_with_its_docstring_as_help(name):
     for f in dataclasses.fields(spec.cls):
         assert docs.get(f.name), f"{spec.cls.__name__}.{f.name} has no docstring"
         action = by_dest.get(f.name)
-        assert action is not None and action.option_strings, f"{name}: no flag for {f.name}"
-        flag = "--" + f.name.replace("_", "-")
-        assert flag in action.option_strings
+        assert action is not None, f"{name}: no argument for {f.name}"
         assert help_text(docs[f.name]).replace("%", "%%") in action.help  # argparse unescapes %%
+        if spec.flags.get(f.name) is not None and spec.flags[f.name].positional:
+            assert not action.option_strings and f.name.upper() in text  # a positional path list
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in action.option_strings, f"{name}: no flag for {f.name}"
         assert flag in text
 
 
@@ -192,3 +217,56 @@ def test_vl_train_dotted_keys_start_from_the_default_model(tmp_path):
     assert args.steps == 5 and args.hard_negatives is False
     assert args.model_cfg["vision_cfg"]["width"] == 96
     assert args.model_cfg["text_cfg"] == DEFAULT_MODEL_CFG["text_cfg"]  # the rest of the default kept
+
+
+def test_bench_precedence_yaml_flags_set(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"env": [TOUCH], "sizes": [32, 48], "steps": 50}))
+    args = parsed(["bench", "env", "--config", str(path), "--steps", "20", "--set", "sizes=[64]"])
+    assert (args.env, args.sizes, args.steps, args.json) == ([TOUCH], [64], 20, None)
+    args = parsed(["bench", "data", "--data", "d", "--workers", "0", "--set", "seconds=0.5"])
+    assert (args.data, args.workers, args.batch_size, args.seconds) == ("d", 0, 32, 0.5)
+    args = parsed(["bench", "policy", "--policy-dir", "p", "--backends", "torch,onnx", "onnx-int8", "--calls", "3"])
+    assert (args.policy_dir, args.backends, args.calls, args.threads) == ("p", ["torch,onnx", "onnx-int8"], 3, 1)
+
+
+def test_training_config_of_bench_train_and_data_efficiency_keeps_its_meaning(tmp_path):
+    # --config and the positional key=value are the training config's; the command's own file is --settings.
+    settings = tmp_path / "eff.yaml"
+    settings.write_text(yaml.safe_dump({"config": "train.yaml", "demos": [5, 10], "out": "o", "episodes": 7}))
+    args = parsed(["data-efficiency", "--settings", str(settings), "steps=30", "lr=1e-3", "--episodes", "9",
+                   "--set", "demos=[3]"])
+    assert (args.config, args.overrides, args.demos, args.episodes, args.out) == (
+        "train.yaml", ["steps=30", "lr=1e-3"], [3], 9, "o")
+    args = parsed(["data-efficiency", "--config", "c.yaml", "--demos", "2", "4", "--out", "x", "steps=5"])
+    assert (args.config, args.overrides, args.demos) == ("c.yaml", ["steps=5"], [2, 4])
+    args = parsed(["bench", "train", "--config", "c.yaml", "threads=1", "--steps", "12", "--set", "bare_threads=2"])
+    assert (args.config, args.overrides, args.steps, args.bare_threads) == ("c.yaml", ["threads=1"], 12, 2)
+
+
+def test_positional_paths_from_the_command_line_or_yaml(tmp_path, capsys):
+    args = parsed(["rl-plot", "a", "b", "--labels", "x", "y", "--out", "p.png", "--set", "title=curves"])
+    assert (args.runs, args.labels, args.title, args.out) == (["a", "b"], ["x", "y"], "curves", "p.png")
+    path = tmp_path / "plot.yaml"
+    path.write_text(yaml.safe_dump({"runs": ["r1", "r2"], "out": "q.png"}))
+    assert parsed(["dagger-plot", "--config", str(path)]).runs == ["r1", "r2"]
+    assert parsed(["dagger-plot", "r3", "--config", str(path)]).runs == ["r3"]  # the command line wins
+    assert parsed(["suite-compare", "s1", "s2", "--out", "cmp"]).reports == ["s1", "s2"]
+    assert parsed(["regress", "check-golden", "g1.json", "g2.json"]).files == ["g1.json", "g2.json"]
+    with pytest.raises(SystemExit) as e:
+        parsed(["rl-plot", "--out", "p.png"])
+    assert e.value.code == 2
+    assert "required: RUNS (or runs= as key=value or in --config)" in capsys.readouterr().err
+
+
+def test_regress_settings_keep_their_flags(tmp_path):
+    args = parsed(["regress", "record-golden", "--env", TOUCH, "--seeds", "0", "--steps", "3", "--kwargs",
+                   "level=L1", "--out", "g.json"])
+    assert (args.env, args.seeds, args.steps, args.image_size, args.env_kwargs) == (TOUCH, [0], 3, 32, {"level": "L1"})
+    args = parsed(["regress", "compare", "--baseline", "a", "--candidate", "b", "--allow-version-mismatch",
+                   "--set", "alpha=0.1"])
+    assert (args.alpha, args.agent, args.allow_version_mismatch) == (0.1, "policy", True)
+    path = tmp_path / "check.yaml"
+    path.write_text(yaml.safe_dump({"policy": "p", "env": TOUCH, "min_success": 0.5, "episodes": 16}))
+    args = parsed(["regress", "check", "--config", str(path), "--min-success", "0.25"])
+    assert (args.policy, args.min_success, args.episodes, args.workers) == ("p", 0.25, 16, None)
