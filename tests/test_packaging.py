@@ -106,7 +106,9 @@ def test_installed_wheel_registers_exactly_its_policy_folders(built, tmp_path):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target", str(site),
                     str(wheel)], check=True, capture_output=True, timeout=300)
-    folders = sorted(p.name for p in (site / "vlagym" / "policies").iterdir() if (p / "__init__.py").is_file())
+    # A policy is a subpackage with a modeling file (compress/ is a subpackage of tools, not a policy).
+    folders = sorted(p.name for p in (site / "vlagym" / "policies").iterdir()
+                     if (p / "__init__.py").is_file() and any(p.glob("modeling*.py")))
     probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import vlagym.policies as p; "
              "print(json.dumps([p.__file__, list(p.policy_names())]))")
     out = subprocess.run([sys.executable, "-c", probe, str(site)], check=True, capture_output=True, text=True,
