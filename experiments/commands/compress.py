@@ -1,4 +1,4 @@
-"""Commands that make a saved policy smaller or faster: compress."""
+"""Commands that make a saved policy smaller or faster, and weigh what it costs: compress, speed-success."""
 
 from __future__ import annotations
 
@@ -96,6 +96,25 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def _speed_success_args(s) -> None:
+    from vlagym.experiments.speed_success import SpeedSuccessConfig
+
+    add_config(s, SpeedSuccessConfig, flags={"evals": Flag(positional=True), "calls": Flag(type=COUNT),
+                                            "episodes": Flag(type=COUNT), "steps": Flag(type=COUNT),
+                                            "threads": Flag(type=COUNT)}, overrides=False)
+    s.set_defaults(func=cmd_speed_success)
+
+
+def cmd_speed_success(args) -> int:
+    from vlagym.experiments.speed_success import SpeedSuccessConfig, speed_success, to_markdown, write
+
+    rows = speed_success(SpeedSuccessConfig(**args.config_values))
+    print(to_markdown(rows), end="")
+    paths = write(rows, args.config_values["out"])
+    print(f"wrote {paths['md']}, {paths['json']} and {paths['png']}")
+    return 0
+
+
 COMMANDS = [
     Command("compress", "compress a saved policy: int8, pruning, ONNX Runtime, or distillation into a student",
             "Write a smaller or faster copy of a vlagym policy (a folder or a training run) to --out, with "
@@ -103,4 +122,9 @@ COMMANDS = [
             "evaluates and records like any policy. distill trains a student (--student, --student-overrides) on "
             "the teacher's actions over --data; vlagym dagger --policy OUT/train continues it on the student's "
             "own states.", _compress_args),
+    Command("speed-success", "time evaluated policies in one run: a table and a plot of Hz against success",
+            "For each evaluation folder (vlagym eval --out), load the policy it evaluated, time its act at batch 1 "
+            "on one thread on the same expert observations, and put the Hz beside the evaluation's success and "
+            "95% interval: speed_success.md, .json and a plot (one curve per policy family, its Pareto front "
+            "joined). Timing all of them in one process keeps the ratios comparable.", _speed_success_args),
 ]

@@ -135,8 +135,8 @@ COMMANDS = [
             "write the report. About 11 minutes on 2 CPU cores; --quick takes about 3. Rerun to resume.",
             _pipeline_args),
     Command("train", "behavior cloning from a YAML config",
-            "Train a registered policy (built in: rt1, bcz, clip) on demonstration datasets. Settings come from --config "
-            "(experiments/configs/*.yaml), flags and key=value overrides, e.g. steps=500 data=[runs/data] "
+            "Train a registered policy (built in: rt1, bcz, clip) on demonstration datasets. Settings come from "
+            "--config (experiments/configs/*.yaml), flags and key=value overrides, e.g. steps=500 data=[runs/data] "
             "policy.horizon=5. The resolved config, TensorBoard logs, a resumable checkpoint/ and the best/ "
             "policy go in out=.", _train_args),
     Command("data-efficiency", "success against the number of demonstrations",

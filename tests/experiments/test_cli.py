@@ -14,7 +14,8 @@ from vlagym.envs import ENV_IDS as ALL_IDS
 from vlagym.experiments.cli import build_parser
 
 SUBCOMMANDS = ["pipeline", "expert-eval", "record", "bench", "envs", "collect", "dataset", "train", "eval", "rl",
-               "rl-plot", "data-efficiency", "vl-data", "vl-train", "vl-ground", "ground", "compress"]
+               "rl-plot", "data-efficiency", "vl-data", "vl-train", "vl-ground", "ground", "compress",
+               "speed-success"]
 
 
 def vlagym(*args: str, cwd=None) -> subprocess.CompletedProcess:

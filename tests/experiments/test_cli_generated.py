@@ -75,7 +75,7 @@ GENERATED = {
     "regress record-golden": "RecordGoldenConfig", "regress check-golden": "CheckGoldenConfig",
     "regress compare": "CompareConfig", "regress check": "RegressCheckConfig",
     "data-efficiency": "EfficiencyConfig", "suite-compare": "SuiteCompareConfig", "dagger-plot": "PlotConfig",
-    "rl-plot": "PlotConfig", "compress": "CompressConfig"}
+    "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig"}
 """Which command is generated from which dataclass."""
 NOT_GENERATED = {"bench", "regress", "envs", "dataset"}
 """bench and regress only choose a subcommand; envs takes nothing; dataset keeps hand-written arguments."""
