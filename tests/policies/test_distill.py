@@ -108,7 +108,7 @@ def test_mixing_with_the_data_labels(touch_data, teachers):
     loss, logs = mixed.loss(student, batch)
     bc, _ = student.loss(batch)
     term, _ = alone.loss(student, batch)
-    assert float(loss.detach()) == pytest.approx(0.25 * float(term) + 0.75 * float(bc), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.25 * float(term.detach()) + 0.75 * float(bc.detach()), rel=1e-5)
     assert "data_loss" in logs and "teacher_loss" in logs
     with pytest.raises(ValueError, match="distill_weight must lie in"):
         Distiller(teacher, student, weight=1.5)
