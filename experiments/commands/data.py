@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from vlagym.core.splits import SPLIT_SEED_START, TEST_SEED_START
 from vlagym.experiments.commands.args import COUNT, Command, Flag, add_config, env_ids
@@ -92,12 +93,26 @@ def cmd_collect(args) -> int:
 
 
 # --- dataset ------------------------------------------------------------------------------------------------
+@dataclass
+class DatasetConfig:
+    """Settings of ``vlagym dataset``."""
+
+    action: Literal["info", "show", "verify"]
+    """info: what the dataset holds, in numbers; show: one episode as a video; verify: decode every array and
+    check the checksums."""
+    path: str
+    """The dataset folder (any registered format)."""
+    episode: int = 0
+    """show: the episode's index."""
+    key: str = "rgb"
+    """show: the camera to show (an ``obs/<key>`` image key)."""
+    out: str = "episode.mp4"
+    """show: the video file (.mp4 or .gif)."""
+
+
 def _dataset_args(s) -> None:
-    s.add_argument("action", choices=["info", "show", "verify"], help="what to do")
-    s.add_argument("path", help="dataset folder")
-    s.add_argument("--episode", type=int, default=0, help="episode index (show)")
-    s.add_argument("--key", default="rgb", help="image key to show")
-    s.add_argument("--out", default="episode.mp4", help="video file (show)")
+    add_config(s, DatasetConfig, flags={"action": Flag(positional=True), "path": Flag(positional=True)},
+               overrides=False)
     s.set_defaults(func=cmd_dataset)
 
 
@@ -105,6 +120,7 @@ def cmd_dataset(args) -> int:
     from vlagym.dataio.dataset import DatasetError
     from vlagym.dataio.format import open_dataset
 
+    args = argparse.Namespace(**{**vars(args), **args.config_values})
     if args.action == "verify":
         return _verify_dataset(args.path)
     if args.action == "info":

@@ -75,10 +75,11 @@ GENERATED = {
     "regress record-golden": "RecordGoldenConfig", "regress check-golden": "CheckGoldenConfig",
     "regress compare": "CompareConfig", "regress check": "RegressCheckConfig",
     "data-efficiency": "EfficiencyConfig", "suite-compare": "SuiteCompareConfig", "dagger-plot": "PlotConfig",
-    "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig"}
+    "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig",
+    "dataset": "DatasetConfig"}
 """Which command is generated from which dataclass."""
-NOT_GENERATED = {"bench", "regress", "envs", "dataset"}
-"""bench and regress only choose a subcommand; envs takes nothing; dataset keeps hand-written arguments."""
+NOT_GENERATED = {"bench", "regress", "envs"}
+"""bench and regress only choose a subcommand; envs takes nothing."""
 
 
 def test_commands_with_a_config_dataclass():
