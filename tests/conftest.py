@@ -1,8 +1,10 @@
-"""Shared fixtures: the list of registered ids every env test iterates over, and a tiny dataset."""
+"""Shared fixtures: the list of registered ids every env test iterates over, a tiny dataset, and the code blocks
+of the docs pages that tests follow."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -39,3 +41,27 @@ def touch_copy(touch_data, tmp_path) -> Path:
     out = tmp_path / "copy"
     shutil.copytree(touch_data, out)
     return out
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def python_blocks(page: str) -> list[str]:
+    """The ```python blocks of ``docs/<page>``, in order."""
+    return re.findall(r"^```python\n(.*?)^```$", (DOCS / page).read_text(), flags=re.S | re.M)
+
+
+@pytest.fixture(scope="session")
+def guide_blocks():
+    """``guide_blocks(page, marker)``: the python blocks of ``docs/<page>`` whose first line is
+    ``# <marker>: <name>``, by name, without that line (the guides' tests run them as written)."""
+    def blocks(page: str, marker: str) -> dict[str, str]:
+        found = {}
+        for body in python_blocks(page):
+            first, _, rest = body.partition("\n")
+            m = re.fullmatch(rf"# {marker}: (\S+)", first.strip())
+            if m:
+                found[m.group(1)] = rest
+        return found
+
+    return blocks

@@ -4,7 +4,6 @@ and its expert succeeds; a worker process that only has the id builds the env by
 from __future__ import annotations
 
 import importlib
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,25 +13,14 @@ import pytest
 
 from vlagym.envs import registry
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-task.md"
+GUIDE = "adding-a-task.md"
 ENV_ID = "vlagym/TabletopHoldHigh-v0"
 
 
-def blocks(marker: str) -> dict[str, str]:
-    """The guide's python blocks whose first line is ``# <marker>: <name>``, by name."""
-    found = {}
-    for body in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S):
-        first, _, rest = body.partition("\n")
-        m = re.fullmatch(rf"# {marker}: (\S+)", first.strip())
-        if m:
-            found[m.group(1)] = rest
-    return found
-
-
 @pytest.fixture
-def guide_task(tmp_path, monkeypatch):
+def guide_task(tmp_path, monkeypatch, guide_blocks):
     """Write the guide's task file into a folder on sys.path and import it; undo every registration after."""
-    files = blocks("file")
+    files = guide_blocks(GUIDE, "file")
     assert list(files) == ["hold_high.py"], f"the guide's task file blocks: {list(files)}"
     (tmp_path / "hold_high.py").write_text(files["hold_high.py"])
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -45,8 +33,8 @@ def guide_task(tmp_path, monkeypatch):
     sys.modules.pop("hold_high", None)
 
 
-def test_the_guide_names_its_checks():
-    assert set(blocks("check")) == {"contract", "expert"}
+def test_the_guide_names_its_checks(guide_blocks):
+    assert set(guide_blocks(GUIDE, "check")) == {"contract", "expert"}
 
 
 def test_the_example_task_registers_its_id(guide_task):
@@ -61,12 +49,12 @@ def test_the_example_task_registers_its_id(guide_task):
     env.close()
 
 
-def test_the_example_task_passes_the_contract_kit(guide_task):
-    exec(compile(blocks("check")["contract"], "adding-a-task.md: contract", "exec"), {})
+def test_the_example_task_passes_the_contract_kit(guide_task, guide_blocks):
+    exec(compile(guide_blocks(GUIDE, "check")["contract"], "adding-a-task.md: contract", "exec"), {})
 
 
-def test_the_example_tasks_expert_succeeds(guide_task):
-    exec(compile(blocks("check")["expert"], "adding-a-task.md: expert", "exec"), {})
+def test_the_example_tasks_expert_succeeds(guide_task, guide_blocks):
+    exec(compile(guide_blocks(GUIDE, "check")["expert"], "adding-a-task.md: expert", "exec"), {})
 
 
 def _fresh_python(folder: Path, code: str) -> list[str]:

@@ -3,9 +3,7 @@ policy trains with ``vlagym.policies.train`` on collected data, loads by its con
 
 from __future__ import annotations
 
-import re
 import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,25 +13,14 @@ import vlagym.policies
 from vlagym.agents.collect import CollectConfig, collect
 from vlagym.policies import policy_class, policy_names, registry
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-policy.md"
-
-
-def blocks(marker: str) -> dict[str, str]:
-    """The guide's python blocks whose first line is ``# <marker>: <name>``, by name."""
-    found = {}
-    for body in re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S):
-        first, _, rest = body.partition("\n")
-        m = re.fullmatch(rf"# {marker}: (\S+)", first.strip())
-        if m:
-            found[m.group(1)] = rest
-    return found
+GUIDE = "adding-a-policy.md"
 
 
 @pytest.fixture
-def guide_policy(tmp_path, monkeypatch):
+def guide_policy(tmp_path, monkeypatch, guide_blocks):
     """The guide's folder written out and discovered as a subpackage of ``vlagym.policies``; the registry
     and modules restored afterwards."""
-    files = blocks("file")
+    files = guide_blocks(GUIDE, "file")
     assert sorted(files) == ["convmlp/__init__.py", "convmlp/configuration_convmlp.py",
                              "convmlp/modeling_convmlp.py"], sorted(files)
     for name, text in files.items():
@@ -63,9 +50,9 @@ def test_discovery_finds_the_guides_folder(guide_policy):
     assert cls.config_class.tiny_variants()[""]["channels"] == 8
 
 
-def test_the_guides_policy_trains_loads_and_acts(guide_policy, touch_data, tmp_path):
+def test_the_guides_policy_trains_loads_and_acts(guide_policy, touch_data, tmp_path, guide_blocks):
     scope = {"DATA": str(touch_data), "OUT": str(tmp_path / "run")}
-    exec(compile(blocks("check")["train"], "adding-a-policy.md: train", "exec"), scope)
+    exec(compile(guide_blocks(GUIDE, "check")["train"], "adding-a-policy.md: train", "exec"), scope)
     summary, policy = scope["summary"], scope["policy"]
     assert np.isfinite(summary["final_loss"])
     env = gym.make("vlagym/TabletopTouch-v0", image_size=32)
