@@ -32,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from vlagym.core.io import DatasetError, atomic_write_text, read_json
+from vlagym.core.plugins import load_plugins
 from vlagym.dataio.staging import Staging
 
 ARRAYS = ("actions", "rewards", "dones", "expert_actions")
@@ -344,17 +345,8 @@ def load_format_plugins() -> None:
 
         [project.entry-points."vlagym.dataset_formats"]
         npz_episodes = "my_package.npz_episodes"
-
-    A module that fails to import is reported with a warning naming it and skipped."""
-    import warnings
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            ep.load()
-        except Exception as e:  # noqa: BLE001  (any error in someone else's module)
-            warnings.warn(f"vlagym dataset format plugin {ep.name!r} ({ep.value}) failed to import: "
-                          f"{type(e).__name__}: {e}", stacklevel=2)
+    """
+    load_plugins(PLUGIN_GROUP, "dataset format")
 
 
 def formats() -> list[str]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 from gymnasium.envs.registration import WrapperSpec
 
+from vlagym.core.plugins import load_plugins
+
 
 @dataclass(frozen=True)
 class Family:
@@ -102,18 +104,8 @@ def load_task_plugins() -> None:
 
         [project.entry-points."vlagym.tasks"]
         hold_high = "my_package.hold_high"
-
-    A module that fails to import is reported with a warning naming it and skipped: one broken plugin
-    does not take vlagym's own tasks down with it."""
-    import warnings
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=PLUGIN_GROUP):
-        try:
-            ep.load()
-        except Exception as e:  # noqa: BLE001  (any error in someone else's module)
-            warnings.warn(f"vlagym task plugin {ep.name!r} ({ep.value}) failed to import: "
-                          f"{type(e).__name__}: {e}", stacklevel=2)
+    """
+    load_plugins(PLUGIN_GROUP, "task")
 
 
 def import_task_modules(package: str) -> None:
