@@ -141,6 +141,21 @@ class Flag:
     run folders of a plot); it may still come from --config or ``--set``."""
 
 
+def trust_pickle_flag(parser: argparse.ArgumentParser, allows: str) -> None:
+    """``--trust-pickle``: ``allows`` says what it lets through; every such flag runs any code a crafted file
+    holds, and says so."""
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help=f"allow {allows} (runs any code a crafted file holds)")
+
+
+def honour_trust_pickle(args: argparse.Namespace) -> None:
+    """Switch pickle loading on (``vlagym.agents.safe_load.allow_pickle``) when ``--trust-pickle`` was given."""
+    if getattr(args, "trust_pickle", False):
+        from vlagym.agents.safe_load import allow_pickle
+
+        allow_pickle()
+
+
 def policy_name(text: str) -> str:
     """A ``Flag.type``: a registered policy's name. The registry loads torch, so it is read only when the
     flag is given (``vlagym --help`` stays fast)."""

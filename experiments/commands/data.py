@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vlagym.core.splits import SPLIT_SEED_START, TEST_SEED_START
-from vlagym.experiments.commands.args import COUNT, Command, Flag, add_config, env_ids
+from vlagym.experiments.commands.args import (
+    COUNT,
+    Command,
+    Flag,
+    add_config,
+    env_ids,
+    honour_trust_pickle,
+    trust_pickle_flag,
+)
 
 
 @dataclass
@@ -185,9 +193,7 @@ def _verify_dataset(path: str) -> int:
 # --- record -------------------------------------------------------------------------------------------------
 def _record_args(s) -> None:
     add_config(s, RecordConfig)
-    s.add_argument("--trust-pickle", action="store_true",
-                   help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
-                        "crafted file holds)")
+    trust_pickle_flag(s, "unpickling an SB3 --policy zip that cannot be loaded safely")
     s.set_defaults(func=cmd_record)
 
 
@@ -197,10 +203,7 @@ def cmd_record(args) -> int:
     from vlagym.agents.rollout import run_episode, video_kwargs
     from vlagym.agents.video import write_video
 
-    if args.trust_pickle:
-        from vlagym.agents.safe_load import allow_pickle
-
-        allow_pickle()
+    honour_trust_pickle(args)
     env_id = env_ids([args.env])[0]
     kwargs = {"image_size": args.image_size, **video_kwargs(env_id)}
     if args.policy:

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlagym.core.splits import TEST_SEED_START
-from vlagym.experiments.commands.args import COUNT, FORMATTER, Command, Flag, add_config, env_ids
+from vlagym.experiments.commands.args import (
+    COUNT,
+    FORMATTER,
+    Command,
+    Flag,
+    add_config,
+    env_ids,
+    honour_trust_pickle,
+    trust_pickle_flag,
+)
 
 
 @dataclass
@@ -64,9 +73,7 @@ def _eval_args(s) -> None:
     add_config(s, EvalConfig, flags={"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT),
                                      "env_kwargs": Flag(aliases=("--kwargs",)),
                                      "latency": Flag(type=latency_ms, metavar="{0,measured,MS}")}, overrides=False)
-    s.add_argument("--trust-pickle", action="store_true",
-                   help="allow unpickling an SB3 --policy zip that cannot be loaded safely (runs any code a "
-                        "crafted file holds)")
+    trust_pickle_flag(s, "unpickling an SB3 --policy zip that cannot be loaded safely")
     s.set_defaults(func=cmd_eval)
 
 
@@ -95,10 +102,7 @@ def _eval_env_ids(args) -> list[str]:
 
 
 def cmd_eval(args) -> int:
-    if args.trust_pickle:
-        from vlagym.agents.safe_load import allow_pickle
-
-        allow_pickle()
+    honour_trust_pickle(args)
     args.env = _eval_env_ids(args)
     if args.suite:
         from vlagym.experiments.suites import run_suite, to_markdown

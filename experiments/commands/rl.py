@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from vlagym.experiments.commands.args import COUNT, Command, Flag, add_config, env_ids, labelled_runs, plot_args
+from vlagym.experiments.commands.args import (
+    COUNT,
+    Command,
+    Flag,
+    add_config,
+    env_ids,
+    honour_trust_pickle,
+    labelled_runs,
+    plot_args,
+    trust_pickle_flag,
+)
 
 
 def _instruction(kind: str) -> dict:
@@ -21,19 +31,14 @@ def _rl_args(s) -> None:
         "instruction": Flag(choices=("sentence", "tokens"), convert=_instruction),
         "learning_rate": Flag(aliases=("--lr",)), "env_kwargs": Flag(aliases=("--kwargs",)),
         "vl_model": Flag(metavar="DIR"), "eval_episodes": Flag(type=COUNT), "workers": Flag(type=COUNT)})
-    s.add_argument("--trust-pickle", action="store_true",
-                   help="allow a resume to unpickle a checkpoint zip that cannot be loaded safely (runs any code a "
-                        "crafted file holds)")
+    trust_pickle_flag(s, "a resume to unpickle a checkpoint zip that cannot be loaded safely")
     s.set_defaults(func=cmd_rl)
 
 
 def cmd_rl(args) -> int:
     from vlagym.experiments.rl import RLConfig, train_rl
 
-    if args.trust_pickle:
-        from vlagym.agents.safe_load import allow_pickle
-
-        allow_pickle()
+    honour_trust_pickle(args)
     cfg = RLConfig(**{**args.config_values, "env": env_ids([args.env])[0]})
     summary = train_rl(cfg)
     for row in summary["curve"]:

@@ -10,9 +10,11 @@ from vlagym.experiments.commands.args import (
     Flag,
     add_config,
     env_ids,
+    honour_trust_pickle,
     labelled_runs,
     plot_args,
     policy_name,
+    trust_pickle_flag,
 )
 
 
@@ -22,9 +24,7 @@ def _train_args(s) -> None:
 
     add_config(s, TrainConfig, prefixes=OVERRIDE_PREFIXES)
     s.add_argument("--resume", action="store_true", help="continue the run in out= from its last checkpoint")
-    s.add_argument("--trust-pickle", action="store_true",
-                   help="allow --resume to unpickle a checkpoint that torch.load(weights_only=True) refuses (old "
-                        "format; runs any code a crafted file holds)")
+    trust_pickle_flag(s, "--resume to unpickle a checkpoint that torch.load(weights_only=True) refuses (old format)")
     s.set_defaults(func=cmd_train)
 
 
@@ -32,10 +32,7 @@ def cmd_train(args) -> int:
     from vlagym.agents.evaluation import validation_success
     from vlagym.policies.train import TrainConfig, train
 
-    if args.trust_pickle:
-        from vlagym.agents.safe_load import allow_pickle
-
-        allow_pickle()
+    honour_trust_pickle(args)
     cfg = TrainConfig(**args.config_values)
     summary = train(cfg, resume=args.resume, validate=validation_success)
     if summary["best"]["step"] is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlagym.core.splits import SPLIT_SEED_START
-from vlagym.experiments.commands.args import Command, Flag, add_config, env_ids
+from vlagym.experiments.commands.args import Command, Flag, add_config, env_ids, honour_trust_pickle, trust_pickle_flag
 
 
 @dataclass
@@ -51,19 +51,14 @@ def _vl_train_args(s) -> None:
     from vlagym.vl.train import VLTrainConfig
 
     add_config(s, VLTrainConfig)
-    s.add_argument("--trust-pickle", action="store_true",
-                   help="allow a resume to unpickle a checkpoint.pt that torch.load(weights_only=True) refuses "
-                        "(runs any code a crafted file holds)")
+    trust_pickle_flag(s, "a resume to unpickle a checkpoint.pt that torch.load(weights_only=True) refuses")
     s.set_defaults(func=cmd_vl_train)
 
 
 def cmd_vl_train(args) -> int:
     from vlagym.vl.train import VLTrainConfig, train_vl
 
-    if args.trust_pickle:
-        from vlagym.agents.safe_load import allow_pickle
-
-        allow_pickle()
+    honour_trust_pickle(args)
     cfg = VLTrainConfig(**args.config_values)
     m = train_vl(cfg)
     for row in ("zero_shot", "final"):
