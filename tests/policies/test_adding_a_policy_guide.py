@@ -1,5 +1,6 @@
 """docs/adding-a-policy.md, followed as written: its three files make a folder that discovery finds, the
-policy trains with ``vlagym.policies.train`` on collected data, loads by its config's type and acts."""
+policy trains with ``vlagym.policies.train`` on collected data (the shared ``touch_data``), loads by its
+config's type and acts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 import vlagym.policies
-from vlagym.agents.collect import CollectConfig, collect
 from vlagym.policies import policy_class, policy_names, registry
 
 GUIDE = "adding-a-policy.md"
@@ -33,14 +33,6 @@ def guide_policy(tmp_path, monkeypatch, guide_blocks):
     yield
     for name in [m for m in sys.modules if m.startswith("vlagym.policies.convmlp")]:
         del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def touch_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("guide") / "touch"
-    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=2, out=str(out), workers=1,
-                          env_kwargs={"image_size": 32}))
-    return out
 
 
 def test_discovery_finds_the_guides_folder(guide_policy):
