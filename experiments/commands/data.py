@@ -107,11 +107,11 @@ class DatasetConfig:
 
     action: Literal["info", "show", "verify", "export"]
     """info: what the dataset holds, in numbers; show: one episode as a video; verify: decode every array and
-    check the checksums; export: copy it into another format (OUT)."""
+    check the checksums; export: copy it into another format (into TARGET)."""
     path: str
     """The dataset folder (any registered format)."""
-    dest: str | None = None
-    """export: the new dataset's folder (OUT)."""
+    target: str | None = None
+    """export: the new dataset's folder."""
     format: str = "lerobot"
     """export: the format to write (lerobot: LeRobot v3.0; robomimic_hdf5; any registered one)."""
     episode: int = 0
@@ -124,7 +124,7 @@ class DatasetConfig:
 
 def _dataset_args(s) -> None:
     add_config(s, DatasetConfig, flags={"action": Flag(positional=True), "path": Flag(positional=True),
-                                        "dest": Flag(positional=True, metavar="OUT")}, overrides=False)
+                                        "target": Flag(positional=True)}, overrides=False)
     s.set_defaults(func=cmd_dataset)
 
 
@@ -199,10 +199,10 @@ def _verify_dataset(path: str) -> int:
 def _export_dataset(args) -> int:
     from vlagym.dataio.export import export_dataset
 
-    if not args.dest:
-        raise ValueError("dataset export needs the new dataset's folder: vlagym dataset export DIR OUT")
-    m = export_dataset(args.path, args.dest, args.format)
-    print(f"{m['episodes']} episodes ({m['frames']} frames) from {args.path} -> {args.dest} ({args.format})")
+    if not args.target:
+        raise ValueError("dataset export needs the new dataset's folder: vlagym dataset export PATH TARGET")
+    m = export_dataset(args.path, args.target, args.format)
+    print(f"{m['episodes']} episodes ({m['frames']} frames) from {args.path} -> {args.target} ({args.format})")
     return 0
 
 
@@ -310,6 +310,6 @@ COMMANDS = [
     Command("dataset", "inspect or convert a dataset (info, show, verify, export)",
             "'info': episodes, frames, success, instructions, action statistics, size. 'show': write one episode "
             "as a video with its instruction drawn on it. 'verify': decode every chunk and check the stored "
-            "checksums; exits 1 naming each bad file, demo, key and frame. 'export DIR OUT --format lerobot': write it "
-            "in another format (LeRobot v3.0).", _dataset_args),
+            "checksums; exits 1 naming each bad file, demo, key and frame. 'export PATH TARGET --format lerobot': "
+            "write it in another format (LeRobot v3.0).", _dataset_args),
 ]
