@@ -28,9 +28,10 @@ def trajectory(episode: dict[str, Any]) -> Trajectory:
 
 
 def export_dataset(src: str | os.PathLike, out: str | os.PathLike, format: str, shard_size: int = 100,
-                   compression: str | None = None) -> dict[str, Any]:
+                   compression: str | None = "gzip") -> dict[str, Any]:
     """Write every episode of the dataset at ``src`` (any registered format) into a new ``format`` dataset at
-    ``out``; returns its manifest. Refuses an ``out`` that already holds a committed dataset."""
+    ``out``; returns its manifest. Refuses an ``out`` that already holds a committed dataset. ``compression``:
+    in the target format's terms, as for collection (the default: gzip for HDF5, AV1 video for lerobot)."""
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise ValueError(f"export needs another folder than its source ({src})")
