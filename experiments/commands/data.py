@@ -126,6 +126,21 @@ def _dataset_args(s) -> None:
     add_config(s, DatasetConfig, flags={"action": Flag(positional=True), "path": Flag(positional=True),
                                         "target": Flag(positional=True)}, overrides=False)
     s.set_defaults(func=cmd_dataset)
+    s.__class__ = _Intermixed  # `dataset export --format lerobot PATH TARGET`: flags between the positionals
+
+
+class _Intermixed(argparse.ArgumentParser):
+    """Parses flags and positionals in any order (argparse's intermixed parsing): plain parsing gives the
+    optional positionals PATH and TARGET nothing when a flag comes between them and ACTION."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def cmd_dataset(args) -> int:

@@ -35,7 +35,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def exported(touch_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lerobot") / "touch_lerobot"
-    assert main(["dataset", "export", str(touch_data), str(out), "--format", "lerobot"]) == 0
+    assert main(["dataset", "export", "--format", "lerobot", str(touch_data), str(out)]) == 0
     return out
 
 
