@@ -22,9 +22,10 @@ A dataset is a folder (LeRobot's ``codebase_version`` "v3.0")::
 vlagym's flat keys map onto LeRobot's feature names in one table (``FEATURES``; other ``obs/<key>`` become
 ``observation.images.<key>`` for images, ``observation.<key>`` otherwise, ``labels/a/b`` becomes
 ``labels.a.b``). A commit turns the staged episodes of each group into one data file, one video per camera and
-one episodes file (each written atomically; the episodes file last, since the index reads it), then rewrites
-tasks.parquet and info.json. Numbers are stored exactly; frames go through the video codec, so they come back
-within its tolerance (``docs/RESULTS.md`` measures it).
+one episodes file (each written atomically; tasks.parquet and info.json are rewritten before the episodes file,
+which comes last, since the index reads it), and only then deletes the group's staged files. Numbers are stored
+exactly; frames go through the video codec, so they come back within its tolerance (``docs/RESULTS.md``
+measures it).
 """
 
 from __future__ import annotations
@@ -273,7 +274,10 @@ class LeRobotWriter(DatasetWriter):
         return path
 
     def shards(self) -> list[Path]:
-        return sorted(self.root.glob("data/chunk-*/file-*.parquet"))
+        """The data files an episodes file indexes (one a killed commit left without its episodes file is not
+        committed: the next commit writes over it)."""
+        episodes = self.root / "meta" / "episodes"
+        return [self.root / "data" / p.relative_to(episodes) for p in self._episode_files()]
 
     def _episode_files(self) -> list[Path]:
         return sorted(self.root.glob("meta/episodes/chunk-*/file-*.parquet"))
@@ -292,19 +296,23 @@ class LeRobotWriter(DatasetWriter):
         written = []
         for start in range(0, len(staged), shard_size):
             group = staged[start:start + shard_size]
-            written.append(self._commit_group(group, file_number, episode, frame, tasks, features))
-            loaded = len(group)
-            frame += int(pq.read_metadata(written[-1]).num_rows)
-            episode += loaded
+            data, episodes_file, rows = self._commit_group(group, file_number, episode, frame, tasks, features)
+            written.append(data)
+            frame += int(pq.read_metadata(data).num_rows)
+            episode += len(group)
             file_number += 1
+            # Tasks and info before the episodes file: the index reads the episodes files, and needs both.
             _write_parquet(self.root / TASKS, tasks_table(tasks))
             self._write_info(features, env_args, episode, frame, len(tasks), info)
+            _write_parquet(episodes_file, rows)
             for path in group:  # only once the episodes file that indexes them is in place
                 path.unlink()
         return written
 
     def _commit_group(self, group: list[Path], number: int, first_episode: int, first_frame: int,
-                      tasks: list[str], features: dict[str, Any]) -> Path:
+                      tasks: list[str], features: dict[str, Any]) -> tuple[Path, Path, pa.Table]:
+        """Write one group's videos and data file; return the data file, and the episodes file with its rows
+        (written by the caller, last)."""
         chunk = {"chunk_index": number // CHUNKS_SIZE, "file_index": number % CHUNKS_SIZE}
         columns: dict[str, list[np.ndarray]] = {}
         frames: dict[str, list[np.ndarray]] = {}
@@ -348,7 +356,7 @@ class LeRobotWriter(DatasetWriter):
         for name in DEFAULT_FEATURES:
             features.setdefault(name, {"dtype": "float32" if name == "timestamp" else "int64", "shape": [1],
                                        "names": None})
-        # Videos first, then the data file, then the episodes file that makes them part of the dataset.
+        # Videos first, then the data file; the episodes file that makes them part of the dataset comes last.
         lengths = rows["length"]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         for name, parts in frames.items():
@@ -364,8 +372,7 @@ class LeRobotWriter(DatasetWriter):
         for name in stats[0]:
             for stat in ("min", "max", "mean", "std", "count"):
                 rows[f"stats/{name}/{stat}"] = [np.asarray(s[name][stat]).tolist() for s in stats]
-        _write_parquet(self.root / EPISODES_PATH.format(**chunk), pa.table(rows))
-        return data
+        return data, self.root / EPISODES_PATH.format(**chunk), pa.table(rows)
 
     @staticmethod
     def _declare(features: dict[str, Any], name: str, arr: np.ndarray, image: bool) -> None:

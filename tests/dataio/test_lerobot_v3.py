@@ -176,3 +176,37 @@ def test_collect_writes_lerobot_directly(touch_data, tmp_path):
                               env_kwargs={"image_size": 32}, shard_size=2, format="lerobot"))
     assert m["format"] == "lerobot" and m["format_version"] == 3 and detect_format(out) == "lerobot"
     _compare(index_demos(touch_data), index_demos(out))
+
+
+def test_a_commit_killed_before_its_deletes_resumes_without_duplicates(make_trajectory, tmp_path, monkeypatch):
+    writer = lr.LeRobotWriter(tmp_path / "d")
+    trajs = {seed: make_trajectory(seed) for seed in (5, 6, 7)}
+    for seed, traj in trajs.items():
+        writer.stage(seed, traj, {"seed": seed, "instruction": f"touch {seed}", "success": np.bool_(True)},
+                     {"env_name": "x"})
+    real_unlink = Path.unlink
+
+    def killed(self, *a, **kw):  # the first group is in place, its staged files are not yet deleted
+        if self.parent == writer.staging.dir:
+            raise KeyboardInterrupt
+        return real_unlink(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        writer.commit({"env_name": "x"}, shard_size=2)
+    monkeypatch.undo()
+    (tmp_path / "d" / "data/chunk-000/file-001.parquet").write_bytes(b"half")  # a later group's orphan data file
+    assert [p.name for p in writer.shards()] == ["file-000.parquet"]
+    assert writer.repair() == [5, 6] and writer.staging.seeds() == [7]
+    writer.commit({"env_name": "x"}, shard_size=2)
+    refs = open_dataset(tmp_path / "d").episodes()
+    assert [(r.seed, r.key, r.instruction) for r in refs] == [(s, f"episode_{i}", f"touch {s}")
+                                                             for i, s in enumerate((5, 6, 7))]
+    for ref in refs:
+        for key, arr in trajs[ref.seed].arrays().items():
+            if not key.startswith("obs/rgb"):
+                np.testing.assert_array_equal(ref.reader.read(ref, key), arr, err_msg=key)
+    info = json.loads((tmp_path / "d/meta/info.json").read_text())
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (3, 18, 3)
+    with pytest.raises(KeyError, match=r"has no 'obs/depth'; it has \['"):
+        refs[0].reader.read(refs[0], "obs/depth")
