@@ -176,7 +176,11 @@ def write_html_report(runs: list[str | os.PathLike], out: str | os.PathLike | No
         r, e, v = collect_run(label, report)
         rows += r
         episodes += e
+        folder = Path(run) if Path(run).is_dir() else Path(run).parent
         for video in v:
+            moved = folder / "videos" / video["path"].name  # a run folder copied elsewhere keeps its videos/
+            if not video["path"].is_file() and moved.is_file():
+                video["path"] = moved
             if not video["path"].is_file():
                 raise FileNotFoundError(f"{run}: its report lists the video {video['path']}, which is missing")
             webm = transcode_webm(video["path"], media / f"{label}_{video['path'].stem}.webm")
