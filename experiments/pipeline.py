@@ -4,7 +4,8 @@
 2. train a policy on them by behavior cloning (resumes if the run folder holds a checkpoint);
 3. evaluate the policy beside the expert on held-out test seeds, with videos;
 4. record one expert episode on every registered task (tabletop and navigation);
-5. write ``report.json`` / ``report.md`` with everything and print where it is.
+5. write ``report.json`` / ``report.md`` and the page ``report.html`` (``vlagym report``) with everything, and
+   print where they are.
 
 Rerunning the same command continues where an interrupted run stopped.
 """
@@ -22,6 +23,7 @@ from vlagym.agents.video import grid, write_video
 from vlagym.core.provenance import provenance
 from vlagym.core.splits import TEST_SEED_START
 from vlagym.envs import ENV_IDS
+from vlagym.experiments.html_report import write_html_report
 from vlagym.experiments.report import agents_table, build_report, write_report
 
 # How each policy trains in the main job: the settings that reached the best success within a CPU
@@ -43,7 +45,7 @@ class PipelineConfig:
     """Sizes of the main job. The defaults take about 10 minutes on a 2-core CPU machine."""
 
     out: str = "runs/main"
-    """Output folder: data/, train/, eval/, videos/, report.json, report.md."""
+    """Output folder: data/, train/, eval/, videos/, report.json, report.md, report.html (+ report_media/)."""
     train_env: str = "vlagym/TabletopPickUp-v0"
     """The task the policy learns."""
     policy: str = "bcz"
@@ -155,7 +157,11 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     }
     json_path, md_path = write_report(report, out)
     md_path.write_text(_markdown(report))
-    report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "videos": str(out / "videos")}
+    html_path = write_html_report([out], out / "report.html", labels=[f"{cfg.policy} {name}"],
+                                  title=f"vlagym main job: {cfg.policy} on {name}")
+    log(f"report page: {html_path}")
+    report["paths"] = {"report_json": str(json_path), "report_md": str(md_path), "report_html": str(html_path),
+                       "videos": str(out / "videos")}
     return report
 
 

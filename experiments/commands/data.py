@@ -105,11 +105,15 @@ def cmd_collect(args) -> int:
 class DatasetConfig:
     """Settings of ``vlagym dataset``."""
 
-    action: Literal["info", "show", "verify"]
+    action: Literal["info", "show", "verify", "export"]
     """info: what the dataset holds, in numbers; show: one episode as a video; verify: decode every array and
-    check the checksums."""
+    check the checksums; export: copy it into another format (into TARGET)."""
     path: str
     """The dataset folder (any registered format)."""
+    target: str | None = None
+    """export: the new dataset's folder."""
+    format: str = "lerobot"
+    """export: the format to write (lerobot: LeRobot v3.0; robomimic_hdf5; any registered one)."""
     episode: int = 0
     """show: the episode's index."""
     key: str = "rgb"
@@ -119,9 +123,24 @@ class DatasetConfig:
 
 
 def _dataset_args(s) -> None:
-    add_config(s, DatasetConfig, flags={"action": Flag(positional=True), "path": Flag(positional=True)},
-               overrides=False)
+    add_config(s, DatasetConfig, flags={"action": Flag(positional=True), "path": Flag(positional=True),
+                                        "target": Flag(positional=True)}, overrides=False)
     s.set_defaults(func=cmd_dataset)
+    s.__class__ = _Intermixed  # `dataset export --format lerobot PATH TARGET`: flags between the positionals
+
+
+class _Intermixed(argparse.ArgumentParser):
+    """Parses flags and positionals in any order (argparse's intermixed parsing): plain parsing gives the
+    optional positionals PATH and TARGET nothing when a flag comes between them and ACTION."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def cmd_dataset(args) -> int:
@@ -134,6 +153,8 @@ def cmd_dataset(args) -> int:
     if args.action == "info":
         _print_info(args.path)
         return 0
+    if args.action == "export":
+        return _export_dataset(args)
     refs = open_dataset(args.path).episodes()
     from vlagym.agents.video import annotate, write_video
     from vlagym.dataio.dataset import load_demo
@@ -188,6 +209,16 @@ def _verify_dataset(path: str) -> int:
           f"{sum(not c.ok for c in checks)} shards" if problems else "no problems")
           + (f"; {unchecked} demos without checksums were only decoded" if unchecked else ""))
     return 1 if problems else 0
+
+
+def _export_dataset(args) -> int:
+    from vlagym.dataio.export import export_dataset
+
+    if not args.target:
+        raise ValueError("dataset export needs the new dataset's folder: vlagym dataset export PATH TARGET")
+    m = export_dataset(args.path, args.target, args.format)
+    print(f"{m['episodes']} episodes ({m['frames']} frames) from {args.path} -> {args.target} ({args.format})")
+    return 0
 
 
 # --- record -------------------------------------------------------------------------------------------------
@@ -291,8 +322,9 @@ COMMANDS = [
             "Run the scripted expert in worker processes and keep the first N successful episodes in "
             "robomimic-layout HDF5 shards, with a manifest and action statistics. Rerun the same command to "
             "resume.", _collect_args),
-    Command("dataset", "inspect a dataset (info, show, verify)",
+    Command("dataset", "inspect or convert a dataset (info, show, verify, export)",
             "'info': episodes, frames, success, instructions, action statistics, size. 'show': write one episode "
             "as a video with its instruction drawn on it. 'verify': decode every chunk and check the stored "
-            "checksums; exits 1 naming each bad file, demo, key and frame.", _dataset_args),
+            "checksums; exits 1 naming each bad file, demo, key and frame. 'export PATH TARGET --format lerobot': "
+            "write it in another format (LeRobot v3.0).", _dataset_args),
 ]

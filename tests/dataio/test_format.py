@@ -44,7 +44,7 @@ def test_undetectable_paths_say_what_each_format_looks_for(tmp_path):
         fmt.open_dataset(tmp_path / "nowhere")
     (tmp_path / "notes.txt").write_text("not a dataset")
     with pytest.raises(FileNotFoundError, match=r"is not a dataset of any registered format; looked for "
-                                                r"robomimic_hdf5: shard_\*\.hdf5 files"):
+                                                r"lerobot: meta/info.json .*; robomimic_hdf5: shard_\*\.hdf5 files"):
         fmt.open_dataset(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"notes.txt is not a robomimic_hdf5 dataset \(expected shard_"):
         fmt.open_dataset(tmp_path / "notes.txt", format="robomimic_hdf5")
@@ -184,5 +184,5 @@ def test_an_installed_package_declares_its_format_by_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    assert "formats ['plugged_hdf5', 'robomimic_hdf5']" in out.stdout.splitlines()
+    assert "formats ['lerobot', 'plugged_hdf5', 'robomimic_hdf5']" in out.stdout.splitlines()
     assert "plugin 'broken' (broken_format) failed to import: ImportError: no codec" in out.stderr
