@@ -231,9 +231,16 @@ def _time_steps(env_id: str, steps: int, **kwargs) -> dict:
 
 
 def _reference_fps(env, frames: int) -> tuple[float, float]:
-    """Render the current scene with the robot removed, by raw PyBullet calls only (wall and CPU frames/s)."""
+    """Render the current scene without the robot, by raw PyBullet calls only (wall and CPU frames/s).
+
+    The robot is made transparent (TinyRenderer skips bodies of zero alpha) rather than removed: removing a
+    body moves the last-made one into its place in TinyRenderer's draw order, and the envs order their bodies
+    so that far surfaces are drawn last (``Simulation.create_visual``).
+    """
     sim = env.sim
-    sim.client.removeBody(sim.bodies["robot"])
+    robot = sim.bodies["robot"]
+    for link in range(-1, sim.client.getNumJoints(robot)):
+        sim.client.changeVisualShape(robot, link, rgbaColor=[1.0, 1.0, 1.0, 0.0])
     cam = next(iter(env.cameras.values()))
     light = env.lighting
     t, c = time.perf_counter(), time.process_time()
