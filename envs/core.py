@@ -234,6 +234,7 @@ class RobotTaskEnv(gym.Env):
         self.build_scene(self.np_random)
         self.robot.load(self.sim, self.np_random)
         self.task.reset(self.np_random)
+        self.draw_scenery()
         if self.perturb:
             # Drawn from the episode seed with generators of its own: np_random (the task's draws) is untouched.
             self.perturber = Perturber(self.perturb, self.task.episode_seed)
@@ -270,6 +271,10 @@ class RobotTaskEnv(gym.Env):
     # --- hooks --------------------------------------------------------------------------------------------
     def build_scene(self, rng: np.random.Generator) -> None:
         """Static scenery (floor, table, rooms); called before the robot loads."""
+
+    def draw_scenery(self) -> None:
+        """Visual-only bodies of the scenery (``Simulation.create_visual``), added after the robot and the task's
+        objects so that TinyRenderer shades the far surfaces only where they show (none by default)."""
 
     def scenery(self) -> dict[str, list[str]]:
         """Body names of the scenery surfaces by role ("table", "floor", "wall"), for perturbations."""

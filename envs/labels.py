@@ -26,6 +26,7 @@ labels cost one mask per camera and step, not a second render (``vlagym bench en
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,13 @@ class View:
     proj: tuple[float, ...]
     seg: np.ndarray
 
+    @functools.cached_property
+    def matrix(self) -> np.ndarray:
+        """Projection times view, (4, 4) float64: world point to clip coordinates (computed once per frame)."""
+        v = np.asarray(self.view, dtype=np.float64).reshape(4, 4).T
+        p = np.asarray(self.proj, dtype=np.float64).reshape(4, 4).T
+        return p @ v
+
     @property
     def size(self) -> tuple[int, int]:
         return self.seg.shape[0], self.seg.shape[1]
@@ -60,9 +68,7 @@ def project(view: View, point: np.ndarray) -> tuple[np.ndarray, bool]:
 
     PyBullet's matrices are column-major 4x4 lists (OpenGL convention).
     """
-    v = np.asarray(view.view, dtype=np.float64).reshape(4, 4).T
-    p = np.asarray(view.proj, dtype=np.float64).reshape(4, 4).T
-    clip = p @ v @ np.append(np.asarray(point, dtype=np.float64), 1.0)
+    clip = view.matrix @ np.append(np.asarray(point, dtype=np.float64), 1.0)
     w = clip[3]
     if w <= 1e-9:  # behind the eye: no meaningful projection (a finite sentinel, so datasets stay finite)
         return np.array([-1.0, -1.0], dtype=np.float32), False
@@ -71,7 +77,8 @@ def project(view: View, point: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def in_frame(uv: np.ndarray) -> bool:
-    return bool(np.all(uv >= 0.0) and np.all(uv <= 1.0))
+    u, v = float(uv[0]), float(uv[1])
+    return 0.0 <= u <= 1.0 and 0.0 <= v <= 1.0
 
 
 def pixel(view: View, uv: np.ndarray) -> tuple[int, int]:

@@ -23,10 +23,16 @@ class BenchEnvConfig:
 
     env: list[str] | None = None
     """Env ids (default: every registered one)."""
-    sizes: list[int] = field(default_factory=lambda: [64, 96, 128])
+    sizes: list[int] = field(default_factory=lambda: [96, 128])
     """Image sizes (pixels), one row each."""
     steps: int = 200
     """Env steps per measurement."""
+    workers: int = 1
+    """Measurement processes at once, each pinned to its own core (at most the cores this process may use;
+    keep 1 on a shared machine)."""
+    panda_gym: bool = True
+    """Also time panda-gym 3.0.7's PandaPickAndPlace-v3 (step + TinyRenderer render at the largest size) in
+    the same run, when ``panda_gym`` is importable (an optional comparison, not a dependency)."""
     json: str | None = None
     """Also write the rows to this JSON file."""
 
@@ -113,48 +119,106 @@ def backend_names(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
-def _pin_one_core() -> None:
+def _pin_one_core(core: int | None = None) -> int | None:
+    """Pin this process to ``core`` (default: the lowest it may use); returns the core, None where the OS cannot."""
     import os
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    core = min(os.sched_getaffinity(0)) if core is None else core
+    os.sched_setaffinity(0, {core})
+    return core
 
 
-def bench_env(env_ids: list[str] | None = None, sizes=(64, 96, 128), steps: int = 200) -> list[dict]:
-    """Env steps/s with rendering at each size, pinned to one core, beside raw PyBullet rendering of
-    the same scene without the robot (the reference row: the ceiling TinyRenderer allows), and beside
-    the same env without privileged labels (``privileged_labels=False``: what the labels cost).
+PANDA_GYM_ID = "PandaPickAndPlace-v3"
+"""panda-gym's pick-and-place, the comparison ``vlagym bench env`` times beside ours (panda-gym 3.0.7)."""
 
-    The scripted expert drives (random actions would mostly call ``stop`` in discrete navigation);
-    only ``env.step`` is timed, and resets are reported on their own.
+
+def bench_env(env_ids: list[str] | None = None, sizes=(96, 128), steps: int = 200, workers: int = 1,
+              panda_gym: bool = True, progress: bool = False) -> list[dict]:
+    """Env steps/s with rendering at each size, each (env, size) measured in a fresh process pinned to its own
+    core, beside raw PyBullet rendering of the same scene without the robot (the ceiling TinyRenderer allows:
+    ``ratio`` is steps/s over it) and beside the same env without privileged labels (``privileged_labels=False``:
+    what the labels cost).
+
+    The scripted expert drives (random actions would mostly call ``stop`` in discrete navigation); only
+    ``env.step`` is timed, and resets are reported on their own. Rates are given by the wall clock and by the
+    process's CPU time (``cpu_*``: what one free core would do; on a shared machine the wall clock also counts
+    waiting for the core), and ``ratio`` uses CPU time on both sides. With ``panda_gym`` and panda-gym installed,
+    one more row times its PandaPickAndPlace-v3 (random actions, ``step`` + ``render`` with TinyRenderer at the
+    largest size) in the same way; without it the row says it was skipped.
     """
-    _pin_one_core()
-    rows = []
-    for env_id in env_ids or ENV_IDS:
-        for size in sizes:
-            plain_sps, _, _ = _time_steps(env_id, steps, image_size=size, privileged_labels=False)
-            env_sps, reset_ms, env = _time_steps(env_id, steps, image_size=size)
-            ref_fps = _reference_fps(env.unwrapped, steps)
-            rows.append({"env": env_id, "size": size, "steps_per_s": env_sps, "reference_fps": ref_fps,
-                         "ratio": env_sps / ref_fps, "reset_ms": reset_ms,
-                         "steps_per_s_no_labels": plain_sps, "labels_cost": plain_sps / env_sps - 1.0})
-            env.close()
+    import importlib.util
+    import multiprocessing as mp
+    import os
+
+    jobs: list[tuple] = [("vlagym", env_id, int(size), steps) for env_id in (env_ids or ENV_IDS) for size in sizes]
+    skipped = None
+    if panda_gym:
+        if importlib.util.find_spec("panda_gym") is None:
+            skipped = "panda_gym is not installed (pip install panda-gym==3.0.7 --no-deps): comparison skipped"
+        else:
+            jobs.append(("panda_gym", PANDA_GYM_ID, int(max(sizes)), steps))
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
+    workers = max(1, min(workers, len(cores), len(jobs)))
+    ctx = mp.get_context("spawn")  # a fresh interpreter per measurement: nothing cached from the one before
+    core_queue = ctx.Queue()
+    for core in cores[:workers]:
+        core_queue.put(core)
+    from tqdm import tqdm
+
+    with ctx.Pool(workers, initializer=_bench_worker_init, initargs=(core_queue,), maxtasksperchild=1) as pool:
+        rows = list(tqdm(pool.imap(_bench_job, jobs), total=len(jobs), desc="bench env", disable=not progress))
+    if skipped:
+        rows.append({"env": PANDA_GYM_ID, "skipped": skipped})
     return rows
 
 
-def _time_steps(env_id: str, steps: int, **kwargs) -> tuple[float, float, gym.Env]:
-    """Steps/s of ``env.step`` under the expert, mean reset ms, and the env (still open)."""
+_WORKER_CORE: int | None = None
+
+
+def _bench_worker_init(core_queue) -> None:
+    global _WORKER_CORE
+    core = core_queue.get()
+    _WORKER_CORE = _pin_one_core(core)
+    core_queue.put(core)  # maxtasksperchild=1: the next process on this slot takes the core back
+
+
+def _bench_job(job: tuple) -> dict:
+    kind, env_id, size, steps = job
+    row = _time_panda_gym(env_id, size, steps) if kind == "panda_gym" else _time_vlagym(env_id, size, steps)
+    row["core"] = _WORKER_CORE
+    return row
+
+
+def _time_vlagym(env_id: str, size: int, steps: int) -> dict:
+    plain = _time_steps(env_id, steps, image_size=size, privileged_labels=False)
+    plain["env"].close()
+    timed = _time_steps(env_id, steps, image_size=size)
+    env = timed["env"]
+    ref_fps, ref_cpu_fps = _reference_fps(env.unwrapped, steps)
+    env.close()
+    return {"env": env_id, "size": size, "steps": steps, "steps_per_s": timed["sps"],
+            "cpu_steps_per_s": timed["cpu_sps"], "reference_fps": ref_fps, "cpu_reference_fps": ref_cpu_fps,
+            "ratio": timed["cpu_sps"] / ref_cpu_fps, "reset_ms": timed["reset_ms"],
+            "steps_per_s_no_labels": plain["sps"], "cpu_steps_per_s_no_labels": plain["cpu_sps"],
+            "labels_cost": plain["cpu_sps"] / timed["cpu_sps"] - 1.0}
+
+
+def _time_steps(env_id: str, steps: int, **kwargs) -> dict:
+    """Steps/s of ``env.step`` under the expert (wall clock and CPU), mean reset ms, and the env (still open)."""
     env = gym.make(env_id, **kwargs)
     seed = 0
     obs, info = env.reset(seed=seed)
     expert = env.unwrapped.task.expert()
-    step_t = reset_t = 0.0
+    step_t = step_c = reset_t = 0.0
     resets = 0
     for _ in range(steps):
         action = expert.act(obs, info)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         obs, _, term, trunc, info = env.step(action)
         step_t += time.perf_counter() - t
+        step_c += time.process_time() - c
         if term or trunc:
             seed += 1
             t = time.perf_counter()
@@ -162,34 +226,80 @@ def _time_steps(env_id: str, steps: int, **kwargs) -> tuple[float, float, gym.En
             reset_t += time.perf_counter() - t
             resets += 1
             expert = env.unwrapped.task.expert()
-    return steps / step_t, 1000 * reset_t / max(resets, 1), env
+    return {"sps": steps / step_t, "cpu_sps": steps / max(step_c, 1e-9),
+            "reset_ms": 1000 * reset_t / max(resets, 1), "env": env}
 
 
-def _reference_fps(env, frames: int) -> float:
-    """Render the current scene with the robot removed, by raw PyBullet calls only."""
+def _reference_fps(env, frames: int) -> tuple[float, float]:
+    """Render the current scene without the robot, by raw PyBullet calls only (wall and CPU frames/s).
+
+    The robot is made transparent (TinyRenderer skips bodies of zero alpha) rather than removed: removing a
+    body moves the last-made one into its place in TinyRenderer's draw order, and the envs order their bodies
+    so that far surfaces are drawn last (``Simulation.create_visual``).
+    """
     sim = env.sim
-    sim.client.removeBody(sim.bodies["robot"])
+    robot = sim.bodies["robot"]
+    for link in range(-1, sim.client.getNumJoints(robot)):
+        sim.client.changeVisualShape(robot, link, rgbaColor=[1.0, 1.0, 1.0, 0.0])
     cam = next(iter(env.cameras.values()))
     light = env.lighting
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(frames):
         sim.client.getCameraImage(cam.width, cam.height, cam._view, cam._proj, shadow=int(light.shadows),
                                   lightDirection=list(light.direction), lightColor=list(light.color),
                                   lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse,
                                   lightSpecularCoeff=light.specular, renderer=pb.ER_TINY_RENDERER,
                                   flags=pb.ER_NO_SEGMENTATION_MASK)
-    return frames / (time.perf_counter() - t)
+    return frames / (time.perf_counter() - t), frames / max(time.process_time() - c, 1e-9)
+
+
+def _time_panda_gym(env_id: str, size: int, steps: int) -> dict:
+    """panda-gym's env under random actions: ``step`` + ``render`` (TinyRenderer, ``size`` px) timed together."""
+    import contextlib
+    import io
+    from importlib.metadata import version
+
+    import panda_gym  # noqa: F401  (registers its ids)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        env = gym.make(env_id, render_mode="rgb_array", renderer="Tiny", render_width=size, render_height=size)
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    env.render()
+    step_t = step_c = 0.0
+    for i in range(steps):
+        action = env.action_space.sample()
+        t, c = time.perf_counter(), time.process_time()
+        _, _, term, trunc, _ = env.step(action)
+        env.render()
+        step_t += time.perf_counter() - t
+        step_c += time.process_time() - c
+        if term or trunc:
+            env.reset(seed=i + 1)
+    env.close()
+    return {"env": env_id, "size": size, "steps": steps, "steps_per_s": steps / step_t,
+            "cpu_steps_per_s": steps / max(step_c, 1e-9), "comparison": f"panda-gym {version('panda-gym')}"}
 
 
 def format_env_rows(rows: list[dict]) -> str:
-    lines = ["| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms "
-             "| steps/s without labels | labels cost |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["Rates per process, each pinned to its own core; CPU-time rates (what one free core does) first, "
+             "wall clock in brackets. ratio = CPU steps/s over the CPU reference fps.",
+             "| env | size | env steps/s | reference fps (no robot, raw PyBullet) | ratio | reset ms "
+             "| steps/s without labels | labels cost | core |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
     for r in rows:
-        lines.append(f"| {r['env']} | {r['size']} | {r['steps_per_s']:.0f} | {r['reference_fps']:.0f} | "
-                     f"{r['ratio']:.2f} | {r['reset_ms']:.0f} | {r['steps_per_s_no_labels']:.0f} | "
-                     f"{100 * r['labels_cost']:+.0f}% |")
-    return "\n".join(lines)
+        if "skipped" in r:
+            notes.append(f"{r['env']}: {r['skipped']}")
+        elif "comparison" in r:
+            lines.append(f"| {r['env']} ({r['comparison']}, step + render) | {r['size']} | "
+                         f"{r['cpu_steps_per_s']:.0f} ({r['steps_per_s']:.0f}) | | | | | | {r['core']} |")
+        else:
+            lines.append(f"| {r['env']} | {r['size']} | {r['cpu_steps_per_s']:.0f} ({r['steps_per_s']:.0f}) | "
+                         f"{r['cpu_reference_fps']:.0f} ({r['reference_fps']:.0f}) | {r['ratio']:.2f} | "
+                         f"{r['reset_ms']:.0f} | {r['cpu_steps_per_s_no_labels']:.0f} "
+                         f"({r['steps_per_s_no_labels']:.0f}) | {100 * r['labels_cost']:+.0f}% | {r['core']} |")
+    return "\n".join(lines + notes)
 
 
 def bench_data(root: str, workers: int = 2, batch_size: int = 32, seconds: float = 10.0) -> list[dict]:

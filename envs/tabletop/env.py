@@ -13,6 +13,9 @@ from vlagym.envs.tabletop.tasks import TASKS, make_task
 
 TABLE_COLOR = (0.72, 0.58, 0.42, 1.0)
 FLOOR_COLOR = (0.45, 0.45, 0.48, 1.0)
+# (name, colour, centre, half extents) of the static boxes, in the order their collision bodies are made.
+SCENERY = (("floor", FLOOR_COLOR, (0.0, 0.0, -0.76), (3.0, 3.0, 0.01)),
+           ("table", TABLE_COLOR, (0.35, 0.0, -0.025), (0.45, 0.55, 0.025)))
 # Where ghost distractors stand: the task's region widened towards the table's sides.
 GHOST_REGION = np.array([[0.28, -0.38], [0.72, 0.38]])
 
@@ -110,12 +113,17 @@ class TabletopEnv(RobotTaskEnv):
         )
 
     def build_scene(self, rng: np.random.Generator) -> None:
-        sim = self.sim
-        sim.create_primitive("floor", pb.GEOM_BOX, FLOOR_COLOR, (0, 0, -0.76), halfExtents=[3.0, 3.0, 0.01])
-        sim.create_primitive("table", pb.GEOM_BOX, TABLE_COLOR, (0.35, 0.0, -0.025), halfExtents=[0.45, 0.55, 0.025])
+        # Collision only: their looks come in draw_scenery, after the robot and the objects (a third of the
+        # render at 96 px; the image is byte for byte the same).
+        for name, rgba, pos, half in SCENERY:
+            self.sim.create_primitive(name, pb.GEOM_BOX, rgba, pos, halfExtents=half, visual=False)
+
+    def draw_scenery(self) -> None:
+        for name, rgba, pos, half in SCENERY[::-1]:  # the table before the floor it hides
+            self.sim.create_visual(f"{name}_visual", pb.GEOM_BOX, rgba, pos, halfExtents=half)
 
     def scenery(self) -> dict[str, list[str]]:
-        return {"table": ["table"], "floor": ["floor"]}
+        return {"table": ["table_visual"], "floor": ["floor_visual"]}
 
     def spawn_ghosts(self, rng: np.random.Generator, n: int) -> list[str]:
         """Visual-only cubes and cylinders on the table, clear of the real objects; their colour and

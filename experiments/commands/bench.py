@@ -13,7 +13,7 @@ def _bench_args(s) -> None:
 
     bsub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
     count = Flag(type=COUNT)
-    whats = [("env", "env steps/s with rendering", bench.BenchEnvConfig, {"steps": count}, {}),
+    whats = [("env", "env steps/s with rendering", bench.BenchEnvConfig, {"steps": count, "workers": count}, {}),
              ("data", "loader samples/s", bench.BenchDataConfig,
               {"workers": Flag(type=at_least(0)), "batch_size": count}, {}),
              ("policy", "each policy's size and speed, or one saved policy's backends (--policy-dir)",
@@ -33,7 +33,8 @@ def cmd_bench(args) -> int:
     from vlagym.experiments import bench
 
     if args.what == "env":
-        rows = bench.bench_env(env_ids(args.env), sizes=args.sizes, steps=args.steps)
+        rows = bench.bench_env(env_ids(args.env), sizes=args.sizes, steps=args.steps, workers=args.workers,
+                               panda_gym=args.panda_gym, progress=True)
         print(bench.format_env_rows(rows))
     elif args.what == "train":
         rows = bench.bench_train(args.config, args.overrides, steps=args.steps, bare_threads=args.bare_threads)
