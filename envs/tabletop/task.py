@@ -120,13 +120,9 @@ class TabletopTask(Task):
         self.objects = specs
         for i, (spec, (xy, yaw)) in enumerate(zip(specs, place_without_overlap(rng, specs, REGION))):
             spawn(self.sim, self.name_of(i), spec, xy, yaw)
-        # Let objects settle on the table before the first observation, then put them to sleep: Bullet sends a
-        # body to sleep only after 2 s at rest, longer than most episodes, and until then solves its resting
-        # contacts every substep (a fifth of the physics). Whatever touches an object wakes it.
+        # Let objects settle on the table before the first observation.
         for _ in range(10):
             self.sim.client.stepSimulation()
-        for i in range(len(specs)):
-            self.sim.sleep(self.name_of(i))
 
     def state(self) -> np.ndarray:
         out = np.zeros((MAX_OBJECTS, OBJECT_STATE_DIM), dtype=np.float32)
