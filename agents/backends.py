@@ -76,8 +76,8 @@ def connect(address: str | None = None):
     try:
         import ray
     except ImportError as e:
-        raise ImportError("--executor ray needs Ray: pip install 'ray>=2.50' (it comes with vlagym's "
-                          "dependencies)") from e
+        raise ValueError("--executor ray needs Ray, which is not installed: pip install 'vlagym[ray]' "
+                         "(or 'ray>=2.50')") from e
     if address not in (None, "auto", "local"):
         _check_reachable(address)
     if ray.is_initialized():
