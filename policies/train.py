@@ -541,7 +541,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, trust_pickle: bool | 
             writer.add_scalar("train/lr", lr_at(step - 1, cfg), step)
             writer.add_scalar("train/samples_per_s", sps, step)
             for k, v in logs.items():
-                writer.add_scalar(f"train/{k}", float(v), step)
+                if k != "loss":  # train/loss is the global batch's (the mean over the ranks), written above
+                    writer.add_scalar(f"train/{k}", float(v), step)
             shown = {k: f"{v:.3g}" for k, v in logs.items() if k in ("bc_loss", "distill_loss") or "error" in k}
             bar.set_postfix(loss=f"{loss_value:.4f}", **shown, samples_s=f"{sps:.0f}")
         bar.update(1)

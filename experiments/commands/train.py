@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def cmd_train(args) -> int:
                              "must be a multiple of the process count")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
                "-m", "vlagym.experiments.cli", *_without_nproc(args.argv)]
-        return subprocess.run(cmd).returncode
+        os.execv(sys.executable, cmd)  # torchrun in this process's place: a signal to it reaches the ranks
     summary = train(cfg, resume=args.resume, validate=validation_success)
     if int(os.environ.get("RANK", 0)) != 0:
         return 0

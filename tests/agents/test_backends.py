@@ -106,3 +106,17 @@ def test_an_address_with_no_cluster_is_refused_at_once(tmp_path):
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1].startswith("vlagym collect: error: no Ray cluster at --address 127.0.0.1:1: ")
     assert not (tmp_path / "d").exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_ray_and_local_suites_report_the_same(ray_cluster, tmp_path):
+    from vlagym.experiments.suites import run_suite
+
+    def cells(executor: str) -> list[dict]:
+        report = run_suite("generalization", None, ["vlagym/TabletopTouch-v0"], 2, workers=2, executor=executor,
+                           env_kwargs={"obs_mode": "state"}, out=str(tmp_path / executor))
+        return [{k: v for k, v in c.items() if k not in ("agent_ms_per_step", "agent_hz", "env_ms_per_step")}
+                for c in report["cells"]]
+
+    local, on_ray = cells("local"), cells("ray")
+    assert local == on_ray and len(local) == 5  # L1-L5, the expert's success and steps on each

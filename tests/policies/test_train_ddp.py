@@ -61,3 +61,54 @@ def test_nproc_refuses_a_batch_that_does_not_split(touch_data, tmp_path):
                         *_cli_args(touch_data, tmp_path / "ddp")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "batch_size 8 does not split over --nproc 3" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_same_weights(touch_data, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    def _state(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return "X"
+
+    def _children(pid: int) -> list[int]:  # every descendant: vlagym train -> torchrun -> the ranks
+        parent = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError):
+                pass
+        out, frontier = [], [pid]
+        while frontier:
+            frontier = [p for p, pp in parent.items() if pp in frontier]
+            out += frontier
+        return out
+
+    cmd = [sys.executable, "-m", "vlagym.experiments.cli", "train", "--nproc", "2"]
+    ref = subprocess.run(cmd + _cli_args(touch_data, tmp_path / "ref", steps=40), capture_output=True, text=True,
+                         timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + _cli_args(touch_data, killed, steps=40), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (killed / "checkpoint" / "train_state.pt").exists():
+        time.sleep(0.05)
+    ranks = _children(proc.pid)  # torchrun starts each rank in a session of its own: kill them all at once
+    for pid in [proc.pid, *ranks]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in ranks):
+        time.sleep(0.05)
+    assert torch.load(killed / "checkpoint" / "train_state.pt", weights_only=True)["step"] < 40, "killed too late"
+    res = subprocess.run(cmd + _cli_args(touch_data, killed, steps=40) + ["--resume"], capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = (load_file(run / "checkpoint" / "policy" / "model.safetensors") for run in (tmp_path / "ref", killed))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")
