@@ -168,7 +168,8 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
         folder = out / f"round_{r:02d}"
         print(f"dagger: round {r}/{cfg.rounds} (beta {cfg.beta_at(r):.3g}), policy {policy}", file=sys.stderr)
         collect(CollectConfig(env=env_id, episodes=cfg.episodes, out=str(folder / "data"), workers=cfg.workers,
-                              executor=cfg.executor, address=cfg.address, seed_start=DAGGER_SEED_START + (r - 1) * cfg.episodes, env_kwargs=env_kwargs,
+                              executor=cfg.executor, address=cfg.address,
+                              seed_start=DAGGER_SEED_START + (r - 1) * cfg.episodes, env_kwargs=env_kwargs,
                               driver=policy, beta=cfg.beta_at(r), keep_failures=True,
                               intervene_after=cfg.intervene_after,
                               tags={"round": r}))

@@ -34,8 +34,8 @@ def test_the_ranks_share_each_global_batch():
 def test_two_processes_match_one_at_the_same_global_batch(touch_data, tmp_path):
     single = train(TrainConfig(data=[str(touch_data)], out=str(tmp_path / "single"), policy_overrides=TINY_BCZ,
                                **SETTINGS), progress=False)
-    other_seed = train(TrainConfig(data=[str(touch_data)], out=str(tmp_path / "seed1"), policy_overrides=TINY_BCZ,
-                                   seed=1, **SETTINGS), progress=False)
+    train(TrainConfig(data=[str(touch_data)], out=str(tmp_path / "seed1"), policy_overrides=TINY_BCZ,
+                      seed=1, **SETTINGS), progress=False)
     r = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", "train", "--nproc", "2",
                         *_cli_args(touch_data, tmp_path / "ddp")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
