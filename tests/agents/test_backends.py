@@ -100,11 +100,23 @@ def test_an_address_with_no_cluster_is_refused_at_once(tmp_path):
         Backend("ray", "somewhere").pool(1)
     with pytest.raises(ValueError, match="it needs --executor ray"):
         CollectConfig(env="vlagym/TabletopTouch-v0", episodes=1, out=str(tmp_path), address="10.0.0.1:6379")
-    r = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", "collect", "--env", "vlagym/TabletopTouch-v0",
-                        "--episodes", "1", "--out", str(tmp_path / "d"), "--executor", "ray", "--address",
-                        "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.splitlines()[-1].startswith("vlagym collect: error: no Ray cluster at --address 127.0.0.1:1: ")
+
+
+TOUCH = ["--env", "vlagym/TabletopTouch-v0"]
+
+
+@pytest.mark.parametrize("command", [
+    ["collect", *TOUCH, "--episodes", "1"],
+    ["eval", *TOUCH, "--policy", "runs/none", "--episodes", "1"],
+    ["eval", *TOUCH, "--suite", "generalization", "--episodes", "1"],
+    ["dagger", "--policy", "runs/none", "--episodes", "1"],
+], ids=["collect", "eval", "suite", "dagger"])
+def test_every_command_refuses_an_address_with_no_cluster(command, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", *command, "--out", str(tmp_path / "d"),
+                        "--executor", "ray", "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f"vlagym {command[0]}: error: no Ray cluster at --address 127.0.0.1:1: ")
     assert not (tmp_path / "d").exists()  # refused before anything was written
 
 
