@@ -38,7 +38,8 @@ class Backend:
     """local (a process pool here) or ray (actors on a Ray cluster)."""
     address: str | None = None
     """ray: the cluster's address (``HOST:PORT`` of its head, ``ray://HOST:10001`` for Ray Client, or ``auto``);
-    None starts a single-node cluster in this process (or joins ``RAY_ADDRESS``)."""
+    None joins ``RAY_ADDRESS`` or the cluster ``ray start`` began on this machine, else starts a single-node one
+    for this process."""
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

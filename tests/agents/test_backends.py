@@ -25,7 +25,7 @@ TIMING = ("agent_ms_per_step", "env_ms_per_step")
 @pytest.fixture(scope="session")
 def ray_cluster():
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -132,3 +132,31 @@ def test_ray_and_local_suites_report_the_same(ray_cluster, tmp_path):
 
     local, on_ray = cells("local"), cells("ray")
     assert local == on_ray and len(local) == 5  # L1-L5, the expert's success and steps on each
+
+
+TWO_NODES = """
+import sys
+from ray.cluster_utils import Cluster
+from vlagym.agents.collect import CollectConfig, collect
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+try:
+    collect(CollectConfig(env="vlagym/TabletopTouch-v0", episodes=3, out=sys.argv[1], env_kwargs={"image_size": 32},
+                          shard_size=2, workers=2, executor="ray", address=cluster.address))
+finally:
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_at_its_address_collects_the_same_dataset(touch_data, tmp_path):
+    # One CPU per node and one per actor: the two workers run on different nodes. In a process of its own, since
+    # this session's tests hold a single-node cluster already.
+    r = subprocess.run([sys.executable, "-c", TWO_NODES, str(tmp_path / "two")], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_dataset(touch_data, tmp_path / "two")
