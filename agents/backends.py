@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -126,6 +127,10 @@ class RayPool(Executor):
 
     def __init__(self, workers: int, address: str | None = None, retries: int = 2) -> None:
         self._ray = ray = connect(address)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if 0 < cpus < workers:  # an actor that finds no CPU never starts, and the episodes sent to it would wait
+            print(f"ray: {workers} workers asked for, the cluster has {cpus} CPUs: running {cpus}", file=sys.stderr)
+            workers = cpus
         env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         actor = ray.remote(num_cpus=1, max_restarts=retries, max_task_retries=retries)(_Worker)
         self._actors = [actor.remote(env_vars) for _ in range(workers)]

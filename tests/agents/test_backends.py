@@ -160,3 +160,9 @@ def test_a_two_node_cluster_at_its_address_collects_the_same_dataset(touch_data,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     _same_dataset(touch_data, tmp_path / "two")
+
+
+def test_more_workers_than_the_cluster_has_cpus_run_on_the_cpus_it_has(ray_cluster, capfd):
+    episodes = run_jobs(JOBS, workers=4, backend="ray")  # two of four actors would never start, and wait forever
+    assert [e.seed for e in episodes] == [j.seed for j in JOBS] and all(e.success for e in episodes)
+    assert "ray: 4 workers asked for, the cluster has 2 CPUs: running 2" in capfd.readouterr().err
