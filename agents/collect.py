@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 import vlagym
-from vlagym.agents.rollout import _worker_env, _worker_policy, expert_agent, run_episode
+from vlagym.agents.backends import Backend
+from vlagym.agents.rollout import _fault_hook, _worker_env, _worker_policy, expert_agent, run_episode
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.resume import settings_differences
 from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE, split_of
@@ -51,6 +52,11 @@ class CollectConfig:
     """Dataset folder."""
     workers: int = 1
     """Worker processes."""
+    executor: str = "local"
+    """Where the workers run: local (processes here) or ray (actors on a Ray cluster; the dataset is the same)."""
+    address: str | None = None
+    """With ``executor=ray``: the cluster's address (``HOST:PORT``, ``ray://HOST:10001`` or ``auto``); none starts
+    a single-node cluster here. The out folder must be on a filesystem every node sees."""
     split: str = "train"
     """Seed split: train, val or test (disjoint seed ranges)."""
     seed_start: int | None = None
@@ -113,6 +119,10 @@ class CollectConfig:
             raise ValueError("beta and intervene_after mix the expert into a driver policy's rollouts; "
                              "they need a driver")
         check_format(self.format)
+        self.backend()
+
+    def backend(self) -> Backend:
+        return Backend(self.executor, self.address)
 
     def writer(self) -> DatasetWriter:
         return dataset_writer(self.out, self.format, self.compression)
@@ -158,6 +168,7 @@ def _collect_one(env_id: str, env_kwargs: tuple, seed: int, noise: float, writer
                  ) -> tuple[int, bool, int]:
     """Worker: run one episode (the expert's, or ``driver``'s with expert labels); stage it if it
     succeeded or ``keep_failures``. Returns (seed, success, steps)."""
+    _fault_hook()
     env = _worker_env(env_id, env_kwargs)
     if driver is None:
         make = lambda e: expert_agent(e, noise)  # noqa: E731
@@ -219,6 +230,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     from vlagym.envs import check_env_id
 
     check_env_id(cfg.env)
+    cfg.backend().check()
     with locked(cfg.out, "collect"):
         return _collect(cfg)
 
@@ -229,7 +241,7 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     root = Path(cfg.out)
     writer = cfg.writer()
     writer.staging.dir.mkdir(parents=True, exist_ok=True)
-    request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out")}
+    request = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "out", "executor", "address")}
     if cfg.level is None:  # datasets from before levels existed resume unchanged
         request.pop("level")
     for key, default in (("driver", None), ("beta", 0.0), ("keep_failures", False), ("tags", {}),
@@ -264,7 +276,7 @@ def _collect(cfg: CollectConfig) -> dict[str, Any]:
     def enough() -> bool:
         return len(kept) >= cfg.episodes
 
-    with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+    with cfg.backend().pool(max(1, cfg.workers)) as pool:
         running = {}
         while not enough() or running:
             while not enough() and len(running) < 2 * max(1, cfg.workers):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from vlagym.agents.backends import Backend
 from vlagym.agents.policy_agent import PolicyAgent, SB3Agent
 from vlagym.agents.rollout import Episode, Job, latency_facts, run_episode, run_jobs, summarize, with_latency
 
@@ -109,6 +110,7 @@ def evaluate_cells(
     desc: str = "eval",
     done: Mapping[tuple[int, int], Episode] | None = None,
     on_result: Callable[[int, int, Episode], None] | None = None,
+    backend: Backend | str | None = None,
 ) -> list[Evaluation]:
     """Play every cell's seeds; one ``Evaluation`` per cell, in order.
 
@@ -119,6 +121,7 @@ def evaluate_cells(
         done: episodes already played, by (cell index, seed index), reused instead of played (a resumed
             evaluation's log).
         on_result: called in this process as each episode finishes, with its cell index, seed index and episode.
+        backend: where the pooled cells' workers run (``vlagym.agents.backends``: local processes, or Ray actors).
     """
     cells = list(cells)
     live = {c: as_agent(cell.agent) for c, cell in enumerate(cells) if cell.in_process}  # a bad source fails now
@@ -133,7 +136,7 @@ def evaluate_cells(
     pooled = [key for key in todo if not cells[key[0]].in_process]
     if pooled:
         run_jobs([cells[c].job(i) for c, i in pooled], workers=workers, desc=desc,
-                 on_result=lambda k, ep: finished(pooled[k], ep))
+                 on_result=lambda k, ep: finished(pooled[k], ep), backend=backend)
     for c, agent in live.items():
         here = [i for cc, i in todo if cc == c]
         if here:

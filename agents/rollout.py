@@ -7,11 +7,12 @@ Episodes run in worker processes, one environment each, seeded explicitly.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from vlagym.agents import backends
+from vlagym.agents.backends import Backend, WorkerCrash
 from vlagym.agents.video import annotate
 from vlagym.core.stats import wilson_interval
 from vlagym.dataio.dataset import Trajectory
@@ -328,19 +331,19 @@ def _worker_env(env_id: str, kwargs: tuple, extra_steps: int = 0) -> gym.Env:
     return _ENVS[key]
 
 
-class WorkerCrash(RuntimeError):
-    """Worker processes kept dying (killed, out of memory, a crash in native code) past the retries."""
-
-
 def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episodes",
-             on_result: Callable[[int, Episode], None] | None = None, retries: int = 2) -> list[Episode]:
+             on_result: Callable[[int, Episode], None] | None = None, retries: int = 2,
+             backend: Backend | str | None = None) -> list[Episode]:
     """Run episodes in ``workers`` processes with a progress bar; results in job order.
 
     ``on_result(i, episode)`` runs in this process as each job finishes (evaluation logs episodes there,
-    so a crash loses none). A worker that dies takes the pool with it (``BrokenProcessPool``): the pool is
-    rebuilt and the unfinished jobs resubmitted, up to ``retries`` times, then ``WorkerCrash``.
+    so a crash loses none). ``backend`` says where the workers are (``vlagym.agents.backends``: a local process
+    pool, the default, or Ray actors). A local worker that dies takes the pool with it (``BrokenProcessPool``):
+    the pool is rebuilt and the unfinished jobs resubmitted, up to ``retries`` times, then ``WorkerCrash``; Ray
+    restarts a dead actor and reruns its unfinished jobs itself, up to ``retries`` times.
     """
     jobs = list(jobs)
+    backend = backends.backend(backend)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
@@ -357,19 +360,25 @@ def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episo
         bar.set_postfix(success=f"{ok}/{bar.n + 1}")
         bar.update()
 
-    if workers == 1:
+    if workers == 1 and backend.executor == "local":
         for i, job in enumerate(jobs):
             done(i, _run_job(job))
     else:
         crashes = 0
         while (pending := [i for i, r in enumerate(results) if r is None]):
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)))
+            pool = backend.pool(min(workers, len(pending)), retries)
             try:
-                futures = {pool.submit(_run_job, jobs[i]): i for i in pending}
+                # A few jobs per worker in flight, not all of them: Ray assigns a job to an actor when it is
+                # submitted, so a long episode then holds back only the one or two queued behind it.
+                queue, futures = iter(pending), {}
+                for i in itertools.islice(queue, 2 * workers):
+                    futures[pool.submit(_run_job, jobs[i])] = i
                 while futures:
                     finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         done(futures.pop(fut), fut.result())
+                        for i in itertools.islice(queue, 1):
+                            futures[pool.submit(_run_job, jobs[i])] = i
             except BrokenProcessPool as e:
                 crashes += 1
                 left = [i for i, r in enumerate(results) if r is None]
@@ -382,6 +391,9 @@ def run_jobs(jobs: Iterable[Job], workers: int | None = None, desc: str = "episo
                         f"{first.env_id} seed {first.seed}") from e
                 bar.write(f"{desc}: a worker process died; rerunning the {len(left)} unfinished episodes in a new "
                           f"pool (retry {crashes} of {retries})", file=sys.stderr)
+            except WorkerCrash:
+                bar.close()
+                raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
     bar.close()

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     named = next((a for a in argv if not a.startswith("-")), "")  # the subcommand, when one is given
     args = build_parser(only=named).parse_args(argv)
+    args.argv = argv  # what a command that relaunches itself (train --nproc) passes on
     try:
         if getattr(args, "_config", None) is not None:
             resolve(args)

@@ -35,10 +35,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from vlagym.agents.backends import Backend
 from vlagym.core.env_args import env_id_of
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.splits import SPLIT_SEED_START
@@ -47,7 +48,7 @@ from vlagym.dataio.dataset import index_demos
 DAGGER_SEED_START = 500_000
 """Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
 clear of the expert demonstrations, which start at 0."""
-SETTINGS_FREE = ("workers", "threads", "out", "rounds")
+SETTINGS_FREE = ("workers", "threads", "out", "rounds", "executor", "address")
 """Settings a resumed run may change: speed, where the run lives, and how many rounds to go (a rerun with more
 rounds extends the run; with fewer, it reports the rounds asked for)."""
 
@@ -81,6 +82,11 @@ class DaggerConfig:
     """Env id (default: the one the policy was trained on)."""
     workers: int = 1
     """Worker processes for rollouts and evaluation."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the rollout and evaluation workers run: local processes, or Ray actors (the data are the same)."""
+    address: str | None = None
+    """With ``executor=ray``: the cluster's address (HOST:PORT, ray://HOST:10001 or auto); none starts a
+    single-node cluster here. ``out`` must be on a filesystem every node sees."""
     threads: int = 0
     """Torch threads for training (0: the training default)."""
     teacher: str | None = None
@@ -95,6 +101,7 @@ class DaggerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.beta <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
             raise ValueError(f"beta and beta_decay must lie in [0, 1], got {self.beta} and {self.beta_decay}")
+        Backend(self.executor, self.address)
 
     def beta_at(self, r: int) -> float:
         return self.beta * self.beta_decay ** (r - 1)
@@ -142,6 +149,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
     from vlagym.experiments.evaluate import evaluate
     from vlagym.policies.train import train
 
+    Backend(cfg.executor, cfg.address).check()
     out = Path(cfg.out)
     base = base_train_config(cfg.policy)
     if base.labels != "expert_actions":
@@ -160,6 +168,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
         folder = out / f"round_{r:02d}"
         print(f"dagger: round {r}/{cfg.rounds} (beta {cfg.beta_at(r):.3g}), policy {policy}", file=sys.stderr)
         collect(CollectConfig(env=env_id, episodes=cfg.episodes, out=str(folder / "data"), workers=cfg.workers,
+                              executor=cfg.executor, address=cfg.address,
                               seed_start=DAGGER_SEED_START + (r - 1) * cfg.episodes, env_kwargs=env_kwargs,
                               driver=policy, beta=cfg.beta_at(r), keep_failures=True,
                               intervene_after=cfg.intervene_after,
@@ -186,7 +195,7 @@ def dagger(cfg: DaggerConfig) -> dict[str, Any]:
 
 def _evaluate_round(folder: Path, policy: str, env_id: str, cfg: DaggerConfig, evaluate) -> dict[str, Any]:
     rep = evaluate(policy, [env_id], cfg.eval_episodes, seed_start=SPLIT_SEED_START["val"], workers=cfg.workers,
-                   expert=False, out=str(folder / "eval"), split="val")
+                   executor=cfg.executor, address=cfg.address, expert=False, out=str(folder / "eval"), split="val")
     overall = rep["agents"]["policy"]["overall"]
     return {"policy": policy, "success_rate": overall["success_rate"], "ci95": overall["success_ci95"],
             "episodes": overall["episodes"]}

@@ -20,6 +20,7 @@ from typing import Any
 
 from gymnasium import spaces
 
+from vlagym.agents.backends import Backend
 from vlagym.agents.evaluation import Cell, evaluate_cells
 from vlagym.agents.latency import check_latency
 from vlagym.agents.policy_agent import policy_env_args, resolve_policy_dir
@@ -52,6 +53,8 @@ def evaluate(
     on_change: str = "refuse",
     backend: str = "torch",
     latency: float | str | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` (a checkpoint or run folder) and the expert on ``episodes`` seeds per env.
 
@@ -68,7 +71,11 @@ def evaluate(
             exported to ONNX once, into ``out/onnx/`` or a temporary folder; an ONNX-compressed one runs as is).
         latency: milliseconds each of the policy's decisions takes, or ``"measured"`` (``LatencyAgent``: the
             env executes the previous action meanwhile); None or 0 acts at once. The expert acts at once.
+        executor, address: where the workers run (``vlagym.agents.backends``): ``"local"`` processes, or ``"ray"``
+            actors on the cluster at ``address`` (none: a single-node cluster here). The report is the same.
     """
+    pool = Backend(executor, address)
+    pool.check()
     check_seeds(seed_start, episodes, split)
     latency = check_latency(latency)
     if backend not in BACKENDS:
@@ -131,7 +138,7 @@ def evaluate(
 
     try:
         evaluations = evaluate_cells(cells, workers=workers, desc="eval", done=done,
-                                     on_result=on_result if log else None)
+                                     on_result=on_result if log else None, backend=pool)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlagym.agents.backends import Backend
 from vlagym.agents.evaluation import Cell, evaluate_cells
 from vlagym.core.io import atomic_write_text
 from vlagym.core.provenance import provenance
@@ -60,8 +61,13 @@ def run_suite(
     perturbations: list[str] | None = None,
     strengths: list[float] | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run a suite; returns the report (and writes it with plots when ``out`` is given)."""
+    """Run a suite; returns the report (and writes it with plots when ``out`` is given). ``executor`` and
+    ``address``: where the workers run, local processes or Ray actors (``vlagym.agents.backends``)."""
+    pool = Backend(executor, address)
+    pool.check()
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
     if episodes < 1:
@@ -101,7 +107,7 @@ def run_suite(
             cells.append({"agent": name, "env_id": env_id, **{k: v for k, v in cond.items() if k != "env_kwargs"},
                           "env_kwargs": ek, "seeds": seeds})
             plan.append(Cell(path, env_id, seeds, ek))
-    for cell, ev in zip(cells, evaluate_cells(plan, workers=workers, desc=f"eval {suite}")):
+    for cell, ev in zip(cells, evaluate_cells(plan, workers=workers, desc=f"eval {suite}", backend=pool)):
         cell.update(ev.summary)
         cell["episode_splits"] = sorted({e.info.get("generalization_split", "") for e in ev.episodes})
     report = {

@@ -10,6 +10,13 @@ the DataLoader draws its worker seeds from its own generator (not the global one
 simulation runs with the RNG states saved and restored around it. The learning-rate schedule is a
 function of (step, config). A resume refuses a config that differs except in ``RESUME_FREE_FIELDS``.
 
+Distributed data parallel: launched by ``torchrun --nproc-per-node N -m vlagym.policies.train ...`` (or
+``vlagym train --nproc N``), every process trains on its ``1/N`` share of each step's batch (``StepSampler``'s
+``rank``/``world``: the global batch is the one-process run's), gradients are averaged by PyTorch's
+``DistributedDataParallel`` (gloo on CPU, NCCL on GPU), and rank 0 alone writes the run folder: config,
+logs, checkpoints (with every rank's RNG states, so a resume continues each), validation and ``best``.
+BatchNorm statistics are per process, as DDP keeps them, so N processes match one within a tolerance.
+
 With ``teacher`` set the run distills that policy into the one it trains (``vlagym.policies.distill``).
 
 ``checkpoint/train_state.pt`` holds only tensors, numbers, strings and containers of them and loads
@@ -167,10 +174,18 @@ def resolve_device(name: str) -> torch.device:
 
 class StepSampler(Sampler):
     """Yields, for each step from ``start``, a batch of ``(index, augmentation seed)`` pairs drawn
-    from (seed, step) alone, so a resumed run sees exactly the batches it would have seen."""
+    from (seed, step) alone, so a resumed run sees exactly the batches it would have seen.
 
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0) -> None:
+    The distributed sampler too: with ``world`` processes, process ``rank`` gets the ``rank``-th of ``world``
+    equal slices of each step's ``batch_size`` pairs, so together they see the one-process run's batches."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} does not split over {world} processes: the global batch "
+                             f"must be a multiple of the process count")
         self.n, self.batch_size, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return self.steps - self.start
@@ -180,7 +195,8 @@ class StepSampler(Sampler):
             rng = np.random.default_rng([self.seed, step])
             idx = rng.integers(0, self.n, self.batch_size)
             aug = rng.integers(0, 2**31, self.batch_size)
-            yield [(int(i), int(a)) for i, a in zip(idx, aug)]
+            share = slice(self.rank * self.batch_size // self.world, (self.rank + 1) * self.batch_size // self.world)
+            yield [(int(i), int(a)) for i, a in zip(idx[share], aug[share])]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -237,13 +253,17 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
-def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any], env_args: dict[str, Any]) -> None:
+def save_checkpoint(run: Path, policy, optimizer, step: int, best: dict[str, Any], env_args: dict[str, Any],
+                    rank_rngs: list[dict[str, Any]] | None = None) -> None:
+    """``rank_rngs``: in a distributed run, every process's RNG states (``rng`` is rank 0's)."""
     tmp = run / ".checkpoint.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     save_policy(policy, tmp / "policy", env_args)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "best": best, "rng": rng_states()},
-               tmp / "train_state.pt")
+    state = {"optimizer": optimizer.state_dict(), "step": step, "best": best, "rng": rng_states()}
+    if rank_rngs is not None:
+        state["rank_rngs"] = rank_rngs
+    torch.save(state, tmp / "train_state.pt")
     _atomic_dir(tmp, run / "checkpoint")
 
 
@@ -311,13 +331,91 @@ def validation_seeds(cfg: TrainConfig) -> list[int]:
     return list(range(VAL_SEED_START, VAL_SEED_START + cfg.eval_episodes))
 
 
+@dataclass
+class Ranks:
+    """This process's place in a distributed run (torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``); a plain
+    run is rank 0 of 1, and then every method is a no-op."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def mean(self, value: torch.Tensor) -> float:
+        """The mean over the processes of a scalar tensor (the global batch's loss)."""
+        if self.world > 1:
+            value = value.detach().clone()
+            torch.distributed.all_reduce(value)
+            value /= self.world
+        return float(value)
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every process's ``obj``, in rank order (None in a plain run)."""
+        if self.world == 1:
+            return None
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+
+def _init_distributed(ranks: Ranks, device: torch.device) -> tuple[torch.device, bool]:
+    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU); the device this rank trains on and
+    whether this call made the group (and so must destroy it)."""
+    if ranks.world == 1:
+        return device, False
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    if torch.distributed.is_initialized():
+        return device, False
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, True
+
+
+class _LossModule(torch.nn.Module):
+    """``policy.loss`` (or the distiller's) as a module's forward, which ``DistributedDataParallel`` wraps."""
+
+    def __init__(self, policy, distiller=None) -> None:
+        super().__init__()
+        self.policy, self.distiller = policy, distiller
+
+    def forward(self, batch):
+        return self.policy.loss(batch) if self.distiller is None else self.distiller.loss(self.policy, batch)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_pickle: bool | None = None,
           validate: Validator | None = None) -> dict[str, Any]:
     """Train; returns a summary with the run folder, final loss and best evaluation.
 
     ``validate`` plays the validation episodes every ``eval_every`` steps (``Validator``); a config that asks for
     them without one is refused before anything is written. ``trust_pickle`` lets a resume unpickle a checkpoint
-    that ``weights_only=True`` refuses (after a warning)."""
+    that ``weights_only=True`` refuses (after a warning).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel across the processes (see the module)."""
+    ranks = Ranks.from_env()
+    device, owned = _init_distributed(ranks, resolve_device(cfg.device))
+    try:
+        return _train(cfg, resume, progress and ranks.main, trust_pickle, validate, ranks, device)
+    finally:
+        if owned:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, trust_pickle: bool | None, validate: Validator | None,
+           ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    from torch.nn.parallel import DistributedDataParallel
     from torch.utils.tensorboard import SummaryWriter
 
     from vlagym.policies import load_policy, make_policy
@@ -333,10 +431,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         raise FileExistsError(f"{run} already holds a run; pass --resume to continue it or choose another out=")
     if resume:
         check_resume_config(run, cfg)
+    if cfg.batch_size % ranks.world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {ranks.world} processes: the global batch "
+                         "must be a multiple of the process count")
+    ranks.barrier()  # every rank has looked at the folder before rank 0 writes to it
     run.mkdir(parents=True, exist_ok=True)
-    _restore_interrupted(run)
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2))
+    if ranks.main:
+        _restore_interrupted(run)
+    ranks.barrier()
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2 // ranks.world))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # only third-party code reads the global generators
     random.seed(cfg.seed)
@@ -366,8 +469,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
 
         with _IsolatedRNG():  # building the teacher draws initial weights: the student's streams stay put
             distiller = Distiller.load(cfg.teacher, policy, device, cfg.distill_weight, cfg.distill_temperature)
-    atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
-                                                          "resolved_policy": policy.config_dict()}, sort_keys=False))
+    if ranks.main:
+        atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
+                                                              "resolved_policy": policy.config_dict()},
+                                                             sort_keys=False))
     history, horizon = policy.window()
     image_keys = policy.image_keys()
     if distiller is not None:  # the windows hold what both read
@@ -380,22 +485,28 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        if "rng" in state:
+        if len(state.get("rank_rngs") or ()) == ranks.world:
+            set_rng_states(state["rank_rngs"][ranks.rank])
+        elif "rng" in state:
             set_rng_states(state["rng"])
         else:  # written before the numpy and Python states were saved
             torch.set_rng_state(state["torch_rng"])
     if start >= cfg.steps:
         log.info("run already finished at step %d", start)
-        return _summary(run, best, None)
+        return _summary(run, best, None, write=ranks.main)
 
-    sampler = StepSampler(len(data), cfg.batch_size, cfg.steps, cfg.seed, start)
+    model = _LossModule(policy, distiller)
+    if ranks.world > 1:  # averages the gradients over the processes during backward
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=True)
+    sampler = StepSampler(len(data), cfg.batch_size, cfg.steps, cfg.seed, start, ranks.rank, ranks.world)
     # Its own generator: creating the iterator draws the workers' base seed, which from the global generator
     # would shift every later torch draw (dropout) of a resumed run by one.
     workers_seed = int(np.random.SeedSequence([cfg.seed, start]).generate_state(1)[0])
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
                         persistent_workers=False, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(workers_seed))
-    writer = SummaryWriter(str(run / "tb"), purge_step=start)
+    writer = SummaryWriter(str(run / "tb"), purge_step=start) if ranks.main else _NoWriter()
     use_amp = cfg.amp and device.type == "cuda"
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.policy}", unit="step", dynamic_ncols=True,
                disable=not progress)
@@ -411,7 +522,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             g["lr"] = lr_at(step, cfg)
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss, logs = policy.loss(batch) if distiller is None else distiller.loss(policy, batch)
+            loss, logs = model(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or check the data")
         optimizer.zero_grad(set_to_none=True)
@@ -421,7 +532,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
         optimizer.step()
         step += 1
         seen += cfg.batch_size
-        loss_value = float(loss.detach())
+        loss_value = ranks.mean(loss.detach())
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             sps = seen / max(now - t_last, 1e-9)
@@ -430,12 +541,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
             writer.add_scalar("train/lr", lr_at(step - 1, cfg), step)
             writer.add_scalar("train/samples_per_s", sps, step)
             for k, v in logs.items():
-                writer.add_scalar(f"train/{k}", float(v), step)
+                if k != "loss":  # train/loss is the global batch's (the mean over the ranks), written above
+                    writer.add_scalar(f"train/{k}", float(v), step)
             shown = {k: f"{v:.3g}" for k, v in logs.items() if k in ("bc_loss", "distill_loss") or "error" in k}
             bar.set_postfix(loss=f"{loss_value:.4f}", **shown, samples_s=f"{sps:.0f}")
         bar.update(1)
         t_pause = time.perf_counter()
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps) and ranks.main:
             with _IsolatedRNG():
                 rate = validate(policy, eval_env, eval_kwargs, validation_seeds(cfg))
             policy.train()
@@ -451,16 +563,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, trust_p
                 save_policy(policy, tmp, env_args)
                 _atomic_dir(tmp, run / "best")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(run, policy, optimizer, step, best, env_args)
+            rank_rngs = ranks.gather(rng_states())
+            if ranks.main:
+                save_checkpoint(run, policy, optimizer, step, best, env_args, rank_rngs)
         paused += time.perf_counter() - t_pause
     bar.close()
     writer.close()
-    if not (run / "best").exists():  # no evaluation ran: the last weights are the answer
+    if ranks.main and not (run / "best").exists():  # no evaluation ran: the last weights are the answer
         shutil.copytree(run / "checkpoint" / "policy", run / "best")
     throughput = None
     if t_timed is not None and step > timed_from:
         throughput = (step - timed_from) * cfg.batch_size / max(time.perf_counter() - t_timed - paused, 1e-9)
-    return _summary(run, best, loss_value, throughput)
+    summary = _summary(run, best, loss_value, throughput, write=ranks.main)
+    ranks.barrier()  # the run folder is whole before any rank returns
+    return summary
 
 
 def _policy_folder(path: str | os.PathLike) -> Path:
@@ -490,11 +606,22 @@ def _data_overrides(cfg: TrainConfig, demos) -> dict[str, Any]:
     return overrides
 
 
-def _summary(run: Path, best: dict[str, Any], loss: float | None, samples_per_s: float | None = None
-             ) -> dict[str, Any]:
+class _NoWriter:
+    """TensorBoard's writer on the ranks that write nothing (rank 0 logs)."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _summary(run: Path, best: dict[str, Any], loss: float | None, samples_per_s: float | None = None,
+             write: bool = True) -> dict[str, Any]:
     summary = {"run": str(run), "best": best, "final_loss": loss, "best_policy": str(run / "best"),
                "samples_per_s": samples_per_s}
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    if write:
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -505,3 +632,29 @@ def _spaces(env_id: str, env_kwargs: dict[str, Any]):
     spaces = env.observation_space, env.action_space
     env.close()
     return spaces
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vlagym.policies.train [--config FILE.yaml] [--resume] [key=value ...]``: what ``torchrun
+    --nproc-per-node N -m vlagym.policies.train ...`` launches in every process. Validation in simulation plays
+    episodes through the evaluator, a layer above this one, so this entry point trains with ``eval_every=0``
+    only; ``torchrun ... -m vlagym.experiments.cli train`` (or ``vlagym train --nproc N``) validates too."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vlagym.policies.train", description=main.__doc__)
+    parser.add_argument("--config", help="YAML config (experiments/configs/*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in out= from its last checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=500")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if cfg.eval_every:
+        raise SystemExit(f"python -m vlagym.policies.train: eval_every={cfg.eval_every} needs the evaluator: pass "
+                         "eval_every=0, or launch `-m vlagym.experiments.cli train` (vlagym train) instead")
+    summary = train(cfg, resume=args.resume)
+    if Ranks.from_env().main:
+        print(f"final policy: {summary['best_policy']}; run folder {summary['run']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -75,13 +75,14 @@ KWARGS = Flag(aliases=("--kwargs",))
 
 # --- collect ------------------------------------------------------------------------------------------------
 def _collect_args(s) -> None:
+    from vlagym.agents.backends import EXECUTORS
     from vlagym.agents.collect import CollectConfig
     from vlagym.envs.levels import LEVELS
 
     add_config(s, CollectConfig, flags={
         "episodes": Flag(type=COUNT), "workers": Flag(type=COUNT, default=os.cpu_count() or 1),
         "split": Flag(choices=sorted(SPLIT_SEED_START)), "level": Flag(choices=LEVELS),
-        "env_kwargs": KWARGS})
+        "env_kwargs": KWARGS, "executor": Flag(choices=EXECUTORS), "address": Flag(metavar="HOST:PORT")})
     s.add_argument("--image-size", type=int, default=128, help="camera resolution")
     s.add_argument("--wrist-camera", action="store_true", help="also record rgb_wrist")
     s.set_defaults(func=cmd_collect)

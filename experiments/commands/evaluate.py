@@ -66,13 +66,19 @@ class EvalConfig:
     latency: float | str = 0.0
     """Milliseconds each policy decision takes, or 'measured' (its own compute time): the env keeps executing
     the previous action for ceil(latency x control rate) steps meanwhile (0: none)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the episodes' workers run: local processes, or Ray actors on a cluster (the report is the same)."""
+    address: str | None = None
+    """With --executor ray: the cluster's address (HOST:PORT, ray://HOST:10001 or auto); none starts a single-node
+    cluster here. Policy folders and --out must be on a filesystem every node sees."""
 
 
 # --- eval ---------------------------------------------------------------------------------------------------
 def _eval_args(s) -> None:
     add_config(s, EvalConfig, flags={"episodes": Flag(type=COUNT), "workers": Flag(type=COUNT),
                                      "env_kwargs": Flag(aliases=("--kwargs",)),
-                                     "latency": Flag(type=latency_ms, metavar="{0,measured,MS}")}, overrides=False)
+                                     "latency": Flag(type=latency_ms, metavar="{0,measured,MS}"),
+                                     "address": Flag(metavar="HOST:PORT")}, overrides=False)
     trust_pickle_flag(s, "unpickling an SB3 --policy zip that cannot be loaded safely")
     s.set_defaults(func=cmd_eval)
 
@@ -112,7 +118,7 @@ def cmd_eval(args) -> int:
         report = run_suite(args.suite, args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                            workers=args.workers, expert=args.expert, out=args.out, levels=args.levels,
                            perturbations=args.perturbations, strengths=args.strengths,
-                           env_kwargs=args.env_kwargs)
+                           env_kwargs=args.env_kwargs, executor=args.executor, address=args.address)
         print(to_markdown(report))
         if "paths" in report:
             print(f"report: {report['paths']['report_json']}; plot: {report['paths']['plot']}")
@@ -124,7 +130,8 @@ def cmd_eval(args) -> int:
     report = evaluate(args.policy, env_ids(args.env), args.episodes, seed_start=args.seed_start,
                       workers=args.workers, video_dir=args.video, videos_per_env=args.videos,
                       expert=args.expert, out=args.out, gif=args.gif, env_kwargs=args.env_kwargs,
-                      split=args.split, backend=args.backend, latency=args.latency)
+                      split=args.split, backend=args.backend, latency=args.latency, executor=args.executor,
+                      address=args.address)
     from vlagym.experiments.report import to_markdown
 
     print(to_markdown(report))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from vlagym.experiments.commands.args import (
@@ -24,6 +26,10 @@ def _train_args(s) -> None:
 
     add_config(s, TrainConfig, prefixes=OVERRIDE_PREFIXES)
     s.add_argument("--resume", action="store_true", help="continue the run in out= from its last checkpoint")
+    s.add_argument("--nproc", type=COUNT, default=1, metavar="N",
+                   help="train data-parallel in N processes on this machine (torchrun --standalone; gloo on CPU, "
+                        "NCCL on GPU): each takes batch_size/N of every step's batch. For several nodes run torchrun "
+                        "yourself (docs/cluster.md)")
     trust_pickle_flag(s, "--resume to unpickle a checkpoint that torch.load(weights_only=True) refuses (old format)")
     s.set_defaults(func=cmd_train)
 
@@ -34,13 +40,35 @@ def cmd_train(args) -> int:
 
     honour_trust_pickle(args)
     cfg = TrainConfig(**args.config_values)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # relaunch as N ranks; each one lands below
+        if cfg.batch_size % args.nproc:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split over --nproc {args.nproc}: the global batch "
+                             "must be a multiple of the process count")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
+               "-m", "vlagym.experiments.cli", *_without_nproc(args.argv)]
+        os.execv(sys.executable, cmd)  # torchrun in this process's place: a signal to it reaches the ranks
     summary = train(cfg, resume=args.resume, validate=validation_success)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0
     if summary["best"]["step"] is None:
         print(f"no validation ran; final policy: {summary['best_policy']}; run folder {summary['run']}")
     else:
         print(f"best policy: {summary['best_policy']} (validation success {summary['best']['success_rate']:.0%} "
               f"at step {summary['best']['step']}); run folder {summary['run']}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (torchrun would read it as its own abbreviated ``--nproc-per-node``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 # --- pipeline -----------------------------------------------------------------------------------------------
