@@ -137,6 +137,7 @@ class EQAEvalConfig:
     blind: str | None = None
     """A blind (question-only) answerer folder: adds its row, its navigator stopping at once."""
     episodes: int = 200
+    """Episodes per navigator (consecutive seeds)."""
     split: str = "test"
     """Seed split of the episodes."""
     seed_start: int | None = None
