@@ -16,6 +16,7 @@ TASK_OF = {
     "vlagym/NavObjectGoal-v0": "object_goal",
     "vlagym/NavRelationalGoal-v0": "relational_goal",
     "vlagym/NavMultiStep-v0": "multi_step",
+    "vlagym/NavEQA-v0": "eqa",
 }
 
 

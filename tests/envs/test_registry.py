@@ -13,7 +13,7 @@ from vlagym.envs.tabletop.tasks.touch import TouchTask
 def test_every_task_file_registered_its_id():
     assert set(vlagym.ENV_IDS) == set(registry.IDS)
     assert registry.IDS["vlagym/TabletopPickUp-v0"] == ("tabletop", "pick_up")
-    assert set(registry.TASKS["nav"]) == {"object_goal", "relational_goal", "multi_step"}
+    assert set(registry.TASKS["nav"]) == {"object_goal", "relational_goal", "multi_step", "eqa"}
     for env_id in vlagym.ENV_IDS:
         family, task = registry.IDS[env_id]
         assert gym.spec(env_id).kwargs == {"task": task}
