@@ -35,11 +35,18 @@ from tqdm import tqdm
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.resume import check_same_settings
 from vlagym.core.safe_load import torch_load_weights
-from vlagym.vl.model import DEFAULT_ARCH, DEFAULT_MODEL_CFG, VLModel, resolve_model_dir
+from vlagym.vl.model import DEFAULT_ARCH, VLModel, resolve_model_dir
 from vlagym.vl.questions import answer_vocabulary, check_families
 from vlagym.vl.vqa_data import VQAData, load_vqa_data
 
 FUSIONS = ("early", "late", "cross")
+# Towers small enough to train in a few CPU minutes: a 2-layer ViT of width 64 (8-px patches, an 8x8 grid at
+# 64 px) and a 1-layer text Transformer of width 64.
+SMALL_TOWERS: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
 WEIGHTS = "vqa_model.safetensors"
 CONFIG = "vqa_config.json"
 
@@ -58,21 +65,21 @@ class VQAConfig:
     """How image and question meet: early, late or cross (see the module docstring)."""
     vl_model: str | None = None
     """vl-train run or model folder to start the towers from (default: random init)."""
-    model_cfg: dict[str, Any] | None = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_MODEL_CFG)))
-    """open_clip config of the towers when they start from scratch."""
+    model_cfg: dict[str, Any] | None = field(default_factory=lambda: json.loads(json.dumps(SMALL_TOWERS)))
+    """open_clip config of the towers when they start from scratch (default: SMALL_TOWERS)."""
     families: list[str] | None = None
     """Train on these question families only (default: all); evaluation reports every family."""
-    fusion_layers: int = 2
+    fusion_layers: int = 1
     """Cross-attention layers (cross) or the MLP's hidden layers (late, early)."""
     hidden: int = 256
     """Width of the answer MLP."""
-    steps: int = 1500
+    steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 32
     """Images per step."""
     questions_per_image: int = 4
     """Questions per image per step (the image is encoded once for all of them, except early fusion)."""
-    lr: float = 1e-3
+    lr: float = 2e-3
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.05
     """AdamW weight decay."""
@@ -80,7 +87,7 @@ class VQAConfig:
     """Linear warm-up steps before the cosine decay."""
     seed: int = 0
     """Seeds the weights and the batches."""
-    eval_every: int = 500
+    eval_every: int = 250
     """Evaluate every this many steps (and at the end)."""
     checkpoint_every: int = 250
     """Write the resumable checkpoint every this many steps."""

@@ -128,6 +128,25 @@ def cmd_vqa_export(args) -> int:
     return 0
 
 
+# --- vqa-fewshot ---------------------------------------------------------------------------------------------
+def _vqa_fewshot_args(s) -> None:
+    from vlagym.vl.fewshot import FewShotConfig
+
+    add_config(s, FewShotConfig)
+    s.set_defaults(func=cmd_vqa_fewshot)
+
+
+def cmd_vqa_fewshot(args) -> int:
+    from vlagym.vl.fewshot import FewShotConfig, train_fewshot
+
+    cfg = FewShotConfig(**args.config_values)
+    res = train_fewshot(cfg)
+    print(f"held-out family {res['held_out']}: " + ", ".join(f"{c['shots']} shots {c['accuracy']:.1%} (n={c['n']})"
+                                                             for c in res["curve"]))
+    print(f"curve: {Path(cfg.out) / 'fewshot.json'}")
+    return 0
+
+
 COMMANDS = [
     Command("vqa-data", "CLEVR-style questions, programs and answers about tabletop images",
             "Render tabletop images (or reuse a vl-data folder with --source) and ask questions generated as "
@@ -146,4 +165,9 @@ COMMANDS = [
             "Write a vqa-data folder's captions and boxes in COCO format (captions.json, instances.json) or its "
             "scene graphs, attributes and question-answers in Visual Genome's format, with PNG images.",
             _vqa_export_args),
+    Command("vqa-fewshot", "Flamingo-style few-shot VQA on a held-out question family",
+            "Train a Perceiver resampler on the vision tower and gated cross-attention into a small language model "
+            "on interleaved image-question-answer sequences of every family but held_out; report accuracy on the "
+            "held-out family's questions about held-out scenes with 0, 4 and 8 examples in context. key=value "
+            "overrides set FewShotConfig fields.", _vqa_fewshot_args),
 ]

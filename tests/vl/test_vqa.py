@@ -144,3 +144,27 @@ def test_coco_and_visual_genome_exports_read_back(vqa_dir, tmp_path):
     qa = json.loads(vg["question_answers"].read_text())
     assert sum(len(x["qas"]) for x in qa) == len(data)
     assert main(["vqa-export", "--data", str(vqa_dir), "--format", "vg", "--out", str(tmp_path / "vg2")]) == 0
+
+
+def test_fewshot_sequences_mask_each_word_to_its_own_image_and_a_tiny_run_gives_the_curve(vqa_dir, tmp_path):
+    from vlagym.vl.fewshot import FewShotConfig, Vocab, build_sequences, train_fewshot
+
+    data = load_vqa_data(vqa_dir)
+    vocab = Vocab(data.questions)
+    tokens, image_slot, slot_of_token, qpos, rows = build_sequences(
+        [[(0, "Is there a cube?", "yes"), (1, "Is there a bowl?", None)]], vocab)
+    assert rows == [0, 1] and image_slot.tolist() == [[0, 1]]
+    assert tokens[0, qpos[0]] == vocab.stoi["<answer>"] and int(qpos[0]) == len(tokens[0]) - 1
+    second = int((tokens[0] == vocab.stoi["<image>"]).nonzero()[1])
+    assert (slot_of_token[0, :second] == 0).all() and (slot_of_token[0, second:] == 1).all()
+    assert tokens[0, second - 2] == vocab.answer("yes")  # the example's answer sits in context
+    fam = data.questions[0]["family"]
+    vision = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                              "patch_size": 8}, "text_cfg": TINY["text_cfg"]}
+    res = train_fewshot(FewShotConfig(data=str(vqa_dir), eval_data=str(vqa_dir), out=str(tmp_path / "fs"),
+                                      held_out=fam, steps=3, batch_size=2, eval_queries=4, width=32, latents=2,
+                                      layers=1, vision_cfg=vision, max_shots=2, shots=[0, 2]))
+    assert [c["shots"] for c in res["curve"]] == [0, 2] and all(0 <= c["accuracy"] <= 1 for c in res["curve"])
+    assert json.loads((tmp_path / "fs" / "fewshot.json").read_text())["held_out"] == fam
+    with pytest.raises(ValueError, match="unknown question families"):
+        FewShotConfig(data="a", eval_data="b", held_out="telepathy")
