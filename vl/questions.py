@@ -285,10 +285,13 @@ def gen_compare_attribute(vis, camera, rng):
         for b in vis:
             if a.index >= b.index:
                 continue
-            da, db = _ref(a, vis, rng), _ref(b, vis, rng)
-            if da is None or db is None:
-                continue
             for attr, w in words.items():
+                # The phrases never state the compared attribute, or the words alone would give the answer.
+                others = tuple(x for x in ("size", "color", "shape") if x != attr)
+                da, db = _unique_descs(a, vis, others), _unique_descs(b, vis, others)
+                if not da or not db:
+                    continue
+                da, db = da[int(rng.integers(len(da)))], db[int(rng.integers(len(db)))]
                 p = Program()
                 ua = p.add("unique", [p.select(da)])
                 ub = p.add("unique", [p.select(db)])
@@ -402,10 +405,13 @@ def check_families(names: Sequence[str] | None) -> list[str]:
 
 # --- generation and balancing ---------------------------------------------------------------------------------------
 def image_questions(objects: Sequence[ObjectView], camera: str, rng: np.random.Generator,
-                    counts: dict[str, Counter], families: Sequence[str], per_family: int = 1
-                    ) -> list[dict[str, Any]]:
+                    counts: dict[str, Counter], families: Sequence[str], per_family: int = 1,
+                    text_counts: Counter | None = None) -> list[dict[str, Any]]:
     """Up to ``per_family`` robust questions per family for one image, each time taking an answer that the
-    family has given least so far (``counts``, updated), ties broken at random (CLEVR's rejection, greedily)."""
+    family has given least so far (``counts``, updated), ties broken at random (CLEVR's rejection, greedily).
+    Among that answer's questions it takes one whose words have had that answer least often so far
+    (``text_counts``, keyed (question, answer), updated), so that the words alone predict the answer less."""
+    text_counts = Counter() if text_counts is None else text_counts
     vis = [o for o in objects if o.visible]
     out = []
     for fam in families:
@@ -422,8 +428,11 @@ def image_questions(objects: Sequence[ObjectView], camera: str, rng: np.random.G
             choices = [a for a in answers if counts[fam][a] == low]
             a = choices[int(rng.integers(len(choices)))]
             pool = by_answer.pop(a)
+            least = min(text_counts[(c.text, a)] for c in pool)
+            pool = [c for c in pool if text_counts[(c.text, a)] == least]
             c = pool[int(rng.integers(len(pool)))]
             counts[fam][a] += 1
+            text_counts[(c.text, a)] += 1
             out.append({"question": c.text, "program": c.program, "answer": a, "family": fam})
     return out
 

@@ -143,6 +143,7 @@ def make_vqa_data(cfg: VQADataConfig) -> dict[str, Any]:
     data = load_vl_data(images_dir)
     rng = np.random.default_rng([cfg.seed, 22])
     counts = {f: Counter() for f in FAMILIES}
+    text_counts: Counter = Counter()
     scenes, questions = [], []
     for i in tqdm(range(len(data)), desc="vqa-data", unit="img", dynamic_ncols=True):
         objects, meta = data.objects(i), data.meta[i]
@@ -150,7 +151,8 @@ def make_vqa_data(cfg: VQADataConfig) -> dict[str, Any]:
         if cfg.levels is not None and scene["level"] not in cfg.levels:
             continue
         scenes.append(scene)
-        for q in image_questions(objects, meta["camera"], rng, counts, cfg.families, cfg.per_family):
+        for q in image_questions(objects, meta["camera"], rng, counts, cfg.families, cfg.per_family,
+                                     text_counts):
             questions.append({"image_index": i, "seed": meta["seed"], "camera": meta["camera"],
                               "split": scene["split"], "level": scene["level"], **q})
     questions = balance(questions, rng)

@@ -149,3 +149,37 @@ def test_wrist_camera_questions_have_no_depth_relations():
     counts = {f: Counter() for f in FAMILIES}
     qs = image_questions(SCENE[:2], "rgb_wrist", rng, counts, ["spatial", "relate_count"], per_family=20)
     assert qs and not any("front" in q["question"] or "behind" in q["question"] for q in qs)
+
+
+def test_comparisons_never_state_the_compared_attribute():
+    rng = np.random.default_rng(2)
+    counts = {f: Counter() for f in FAMILIES}
+    qs = image_questions(SCENE, "rgb", rng, counts, ["compare_attribute"], per_family=30)
+    assert qs
+    for q in qs:
+        attr = q["program"][-1]["function"][len("equal_"):]
+        stated = [n for n in q["program"] if n["function"] == f"filter_{attr}"]
+        assert not stated, q["question"]
+
+
+def _blind_accuracy(text_balance: bool) -> float:
+    from vlagym.vl.vqa import QuestionPrior
+
+    rng = np.random.default_rng(3)
+    colors, shapes = ("red", "green", "blue", "yellow"), ("cube", "cylinder", "bowl")
+    counts, text_counts, qs = {f: Counter() for f in FAMILIES}, Counter(), []
+    for s in range(120):
+        r = np.random.default_rng(s)
+        combos = r.permutation([(c, sh) for c in colors for sh in shapes])[:int(r.integers(2, 5))]
+        scene = [obj(k, str(c), str(sh), "small", float(r.uniform(-0.4, 0.4)), float(r.uniform(0.8, 1.6)))
+                 for k, (c, sh) in enumerate(combos)]
+        qs += image_questions(scene, "rgb", rng, counts, ["exist", "compare_count"], 1,
+                              text_counts if text_balance else None)
+    train, test = qs[: len(qs) // 2], qs[len(qs) // 2:]
+    prior = QuestionPrior(train)
+    return float(np.mean([prior.answer(q) == q["answer"] for q in test]))
+
+
+def test_spreading_the_words_over_answers_weakens_the_question_only_prior():
+    with_balance, without = _blind_accuracy(True), _blind_accuracy(False)
+    assert with_balance < without and with_balance < 0.62, (with_balance, without)
