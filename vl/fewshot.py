@@ -10,7 +10,8 @@ blind) lets each word attend to the latents of the image it follows (Flamingo's 
 answer is one token. The model is trained on every family but ``held_out``, on sequences of 0 to
 ``max_shots`` examples before the query; evaluation asks held-out-family questions about test-split scenes
 with 0, 4 and 8 examples of that family (from the training scenes) in context and reports accuracy per
-number of shots: the in-context curve.
+number of shots: the in-context curve, both over every answer token (open) and over the held-out family's
+own answers (options, rank classification).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -33,6 +35,7 @@ from vlagym.vl.questions import answer_vocabulary, check_families
 from vlagym.vl.vqa import SMALL_TOWERS
 from vlagym.vl.vqa_data import VQAData, load_vqa_data
 
+WEIGHTS = "fewshot_model.safetensors"
 SPECIALS = ("<pad>", "<unk>", "<image>", "<answer>", "<eoc>")
 
 @dataclass
@@ -288,6 +291,7 @@ def train_fewshot(cfg: FewShotConfig) -> dict[str, Any]:
            "train_cpu_seconds": round(time.process_time() - cpu0, 1),
            "gates": [round(float(torch.tanh(x.gate_attn.detach())), 4) for x in model.xattn]}
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(Path(cfg.out) / WEIGHTS))
     atomic_write_text(Path(cfg.out) / "fewshot.json", json.dumps(res, indent=2))
     return res
 
@@ -303,9 +307,13 @@ def evaluate_shots(model: FewShotModel, data: VQAData, test: VQAData, support, q
     offset = len(data.images)
     images = np.concatenate([data.images, test.images])
     joined = VQAData(images, [], [], [], data.root)
+    # Open: the argmax over every answer token. Options: over the held-out family's own answers only
+    # (rank classification, as few-shot benchmarks score a closed set); chance is 1 / len(options).
+    options = sorted({q["answer"] for q in support})
+    opt_ids = torch.tensor([model.vocab.answers.index(a) for a in options])
     out = []
     for k in cfg.shots:
-        right, chunk = [], 32
+        right, right_opt, chunk = [], [], 32
         for s in range(0, len(asked), chunk):
             episodes = []
             for q in asked[s:s + chunk]:
@@ -316,6 +324,10 @@ def evaluate_shots(model: FewShotModel, data: VQAData, test: VQAData, support, q
             last = logits[torch.arange(len(episodes)), qpos][:, model.vocab.answer_ids]
             pred = [model.vocab.answers[i] for i in last.argmax(-1).tolist()]
             right += [p == q["answer"] for p, q in zip(pred, asked[s:s + chunk])]
-        out.append({"shots": k, "accuracy": round(float(np.mean(right)), 4), "n": len(right)})
+            pred_opt = [options[i] for i in last[:, opt_ids].argmax(-1).tolist()]
+            right_opt += [p == q["answer"] for p, q in zip(pred_opt, asked[s:s + chunk])]
+        out.append({"shots": k, "accuracy": round(float(np.mean(right)), 4),
+                    "accuracy_options": round(float(np.mean(right_opt)), 4), "options": options,
+                    "chance_options": round(1 / len(options), 4), "n": len(right)})
     model.train()
     return out

@@ -141,8 +141,9 @@ def cmd_vqa_fewshot(args) -> int:
 
     cfg = FewShotConfig(**args.config_values)
     res = train_fewshot(cfg)
-    print(f"held-out family {res['held_out']}: " + ", ".join(f"{c['shots']} shots {c['accuracy']:.1%} (n={c['n']})"
-                                                             for c in res["curve"]))
+    print(f"held-out family {res['held_out']}: " + ", ".join(
+        f"{c['shots']} shots {c['accuracy']:.1%} open, {c['accuracy_options']:.1%} of {len(c['options'])} options "
+        f"(n={c['n']})" for c in res["curve"]))
     print(f"curve: {Path(cfg.out) / 'fewshot.json'}")
     return 0
 

@@ -165,6 +165,8 @@ def test_fewshot_sequences_mask_each_word_to_its_own_image_and_a_tiny_run_gives_
                                       held_out=fam, steps=3, batch_size=2, eval_queries=4, width=32, latents=2,
                                       layers=1, vision_cfg=vision, max_shots=2, shots=[0, 2]))
     assert [c["shots"] for c in res["curve"]] == [0, 2] and all(0 <= c["accuracy"] <= 1 for c in res["curve"])
+    assert all(c["accuracy_options"] >= c["accuracy"] for c in res["curve"])  # a closed set can only help
+    assert (tmp_path / "fs" / "fewshot_model.safetensors").exists()
     assert json.loads((tmp_path / "fs" / "fewshot.json").read_text())["held_out"] == fam
     with pytest.raises(ValueError, match="unknown question families"):
         FewShotConfig(data="a", eval_data="b", held_out="telepathy")
