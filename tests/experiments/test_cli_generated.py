@@ -77,7 +77,8 @@ GENERATED = {
     "data-efficiency": "EfficiencyConfig", "suite-compare": "SuiteCompareConfig", "dagger-plot": "PlotConfig",
     "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig",
     "dataset": "DatasetConfig", "report": "ReportConfig", "eqa-data": "EQADataConfig", "eqa-train": "EQATrainConfig",
-    "eqa-eval": "EQAEvalConfig"}
+    "eqa-eval": "EQAEvalConfig", "vqa-data": "VQADataConfig", "vqa-train": "VQAConfig", "vqa-eval": "VQAEvalConfig",
+    "vqa-export": "VQAExportConfig", "vqa-fewshot": "FewShotConfig"}
 """Which command is generated from which dataclass."""
 NOT_GENERATED = {"bench", "regress", "envs"}
 """bench and regress only choose a subcommand; envs takes nothing."""
