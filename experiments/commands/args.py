@@ -322,8 +322,12 @@ def _from_flag(spec: ConfigSpec, name: str, value: Any, values: dict[str, Any]) 
 def _check(spec: ConfigSpec, name: str, value: Any) -> Any:
     """Run a field's ``Flag`` checks (choices, type) on a value from YAML or key=value too."""
     flag = spec.flags.get(name, Flag())
-    if flag.choices is not None and flag.convert is None and value is not None and value not in flag.choices:
-        raise ValueError(f"{name}={value}: choose one of {', '.join(map(str, flag.choices))}")
+    if flag.choices is not None and flag.convert is None and value is not None:
+        # A list field (nargs) is checked item by item: --cameras rgb gives ('rgb',).
+        bad = [v for v in value if v not in flag.choices] if isinstance(value, list | tuple) else (
+            [] if value in flag.choices else [value])
+        if bad:
+            raise ValueError(f"{name}={bad[0]}: choose one of {', '.join(map(str, flag.choices))}")
     if flag.type is None or value is None or isinstance(value, list | tuple | dict):
         return value
     try:

@@ -195,6 +195,16 @@ def test_checks_of_a_flag_hold_for_key_value_and_yaml(tmp_path, capsys):
     assert "workers=0: must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_choices_of_a_list_flag_are_checked_item_by_item(tmp_path, capsys):
+    args = build_parser(only="vl-data").parse_args(["vl-data", "--env", TOUCH, "--images", "1", "--out", "x",
+                                                    "--cameras", "rgb"])
+    resolve(args)
+    assert tuple(args.config_values["cameras"]) == ("rgb",)
+    argv = ["vl-data", "--env", TOUCH, "--images", "1", "--out", str(tmp_path), "--set", "cameras=[rgb, top]"]
+    assert main(argv) == 2
+    assert "cameras=top: choose one of rgb, rgb_wrist" in capsys.readouterr().err
+
+
 def test_values_are_read_by_the_field_type():
     from vlagym.policies.train import TrainConfig
 
