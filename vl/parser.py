@@ -247,7 +247,7 @@ class ParseTrainConfig:
     """Training pairs per env: resets at level train on training seeds."""
     eval_per_level: int = 100
     """Held-out pairs per env and level (L1-L4): resets on test seeds."""
-    epochs: int = 300
+    epochs: int = 400
     """Full-batch training epochs of the heads."""
     lr: float = 3e-3
     """AdamW learning rate."""
@@ -255,9 +255,14 @@ class ParseTrainConfig:
     """Hidden width of each head."""
     seed: int = 0
     """Seeds the heads' weights."""
+    task_rule: str = "nearest_frame"
+    """nearest_frame: the task of the most similar training frame with the same slots; mlp: the task head."""
 
     def __post_init__(self) -> None:
         from vlagym.envs import ENV_IDS, check_env_id
+
+        if self.task_rule not in ("nearest_frame", "mlp"):
+            raise ValueError(f"task_rule must be nearest_frame or mlp, got {self.task_rule!r}")
 
         self.env = [self.env] if isinstance(self.env, str) else list(self.env or ENV_IDS)
         for e in self.env:
@@ -271,7 +276,7 @@ class InstructionParser:
     """The trained heads over frozen MiniLM features: ``parse(texts) -> list of slot dicts``."""
 
     def __init__(self, tags: list[str], tasks: list[str], task_shapes: dict[str, list[str]], hidden: int = 256,
-                 features: WordFeatures | None = None) -> None:
+                 features: WordFeatures | None = None, task_rule: str = "nearest_frame", frames: int = 0) -> None:
         self.features = features or WordFeatures()
         self.tags, self.tasks, self.hidden = list(tags), list(tasks), hidden
         self.task_shapes = {k: list(v) for k, v in task_shapes.items()}
@@ -279,6 +284,42 @@ class InstructionParser:
         self.structure = [t for t in self.tags if t != "O"] + [f"destination={s}" for s in CANONICAL_SHAPES]
         self.heads = ParserHeads(self.features.dim, len(self.tags), len(self.structure), len(self.tasks), hidden)
         self.heads.register_buffer("prototypes", torch.zeros(len(CANONICAL_SHAPES), self.features.dim))
+        # Tag transitions estimated on the training tags (log-probabilities; row len(tags) is the start state).
+        self.heads.register_buffer("log_trans", torch.zeros(len(self.tags) + 1, len(self.tags)))
+        self.task_rule = task_rule
+        self.heads.register_buffer("frame_bank", torch.zeros(frames, self.features.dim))
+        self.heads.register_buffer("frame_structure", torch.zeros(frames, len(self.structure)))
+        self.heads.register_buffer("frame_task", torch.zeros(frames, dtype=torch.long))
+
+    def viterbi(self, emissions: torch.Tensor) -> list[int]:
+        """The best tag sequence under the tagger's log-probabilities ``(N, T)`` and the learned transitions."""
+        trans = self.heads.log_trans
+        score = trans[-1] + emissions[0]
+        back = []
+        for e in emissions[1:]:
+            total = score[:, None] + trans[:-1]
+            best, arg = total.max(0)
+            back.append(arg)
+            score = best + e
+        path = [int(score.argmax())]
+        for arg in reversed(back):
+            path.append(int(arg[path[-1]]))
+        return path[::-1]
+
+    def task_of(self, x: torch.Tensor) -> list[int]:
+        """Tasks of task-head inputs ``(B, D + F)``: the MLP head, or the task of the most similar training frame
+        among those with the same slot structure (all frames when none has it)."""
+        if self.task_rule == "mlp":
+            return self.heads.task(x).argmax(-1).tolist()
+        d = self.features.dim
+        bank, sig, task = self.heads.frame_bank, self.heads.frame_structure, self.heads.frame_task
+        out = []
+        for row in x:
+            sims = bank @ row[:d]
+            same = (sig == row[d:]).all(1)
+            sims = torch.where(same, sims, sims - 10.0) if same.any() else sims
+            out.append(int(task[int(sims.argmax())]))
+        return out
 
     def structure_vector(self, tags: list[str], dest_shape: str | None) -> torch.Tensor:
         v = torch.zeros(len(self.structure))
@@ -304,7 +345,7 @@ class InstructionParser:
         texts = list(texts)
         words_feats, _ = self.features(texts)
         words = [words_of(t) for t in texts]
-        tags = [[self.tags[k] for k in self.heads.tag(f).argmax(-1).tolist()] for f in words_feats]
+        tags = [[self.tags[k] for k in self.viterbi(F.log_softmax(self.heads.tag(f), -1))] for f in words_feats]
         # The destination's shape before the task is known (from every shape), for the task head's input.
         dest = []
         for f, tg in zip(words_feats, tags):
@@ -312,7 +353,7 @@ class InstructionParser:
             dest.append(None if i is None else self.nearest_shape(f[i]))
         x = self.task_input([frame_of(w, t) for w, t in zip(words, tags)],
                             [self.structure_vector(t, d) for t, d in zip(tags, dest)])
-        task = self.heads.task(x).argmax(-1).tolist()
+        task = self.task_of(x)
         out = []
         for w, f, tg, k in zip(words, words_feats, tags, task):
             name = self.tasks[k]
@@ -333,6 +374,8 @@ class InstructionParser:
         save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(tmp))
         os.replace(tmp, out / WEIGHTS)
         atomic_write_text(out / CONFIG, json.dumps({"tags": self.tags, "tasks": self.tasks, "hidden": self.hidden,
+                                                     "task_rule": self.task_rule,
+                                                     "frames": int(self.heads.frame_bank.shape[0]),
                                                      "task_shapes": self.task_shapes, "shapes": list(CANONICAL_SHAPES),
                                                      **(extra or {})}, indent=2))
 
@@ -342,7 +385,8 @@ class InstructionParser:
         if not (directory / CONFIG).exists():
             raise FileNotFoundError(f"{directory} holds no {CONFIG}; pass a parse-train run folder")
         cfg = read_json(directory / CONFIG)
-        p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"])
+        p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"], task_rule=cfg["task_rule"],
+                frames=cfg["frames"])
         p.heads.load_state_dict(load_file(str(directory / WEIGHTS)))
         return p
 
@@ -375,7 +419,18 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
         for slot in ("object", "destination", "then"):
             if "shape" in (p["slots"].get(slot) or {}):
                 task_shapes.setdefault(p["slots"]["task"], set()).add(p["slots"][slot]["shape"])
-    parser = InstructionParser(tags, tasks, {k: sorted(v) for k, v in task_shapes.items()}, cfg.hidden, features)
+    frame_keys = sorted({(frame_of(words_of(p["instruction"]), p["tags"]), p["slots"]["task"],
+                          json.dumps(structure_tags(p["tags"])),
+                          str((p["slots"].get("destination") or {}).get("shape"))) for p in pairs})
+    parser = InstructionParser(tags, tasks, {k: sorted(v) for k, v in task_shapes.items()}, cfg.hidden, features,
+                               cfg.task_rule, len(frame_keys))
+    counts_t = torch.full((len(tags) + 1, len(tags)), 1e-6)
+    for p in pairs:
+        prev = len(tags)
+        for t in p["tags"]:
+            counts_t[prev, tags.index(t)] += 1
+            prev = tags.index(t)
+    parser.heads.log_trans.copy_((counts_t / counts_t.sum(1, keepdim=True)).log())
     all_pairs = pairs + augment(pairs, rng)
     words, _ = parser.features([p["instruction"] for p in all_pairs])
     x = torch.cat(words)
@@ -394,6 +449,12 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
     structure = [parser.structure_vector(p["tags"], (p["slots"].get("destination") or {}).get("shape"))
                  for p in pairs]
     x_task = parser.task_input(frames, structure)
+    bank_x = parser.task_input([k[0] for k in frame_keys],
+                               [parser.structure_vector(json.loads(k[2]), None if k[3] == "None" else k[3])
+                                for k in frame_keys])
+    parser.heads.frame_bank.copy_(bank_x[:, : parser.features.dim])
+    parser.heads.frame_structure.copy_(bank_x[:, parser.features.dim:])
+    parser.heads.frame_task.copy_(torch.tensor([tasks.index(k[1]) for k in frame_keys]))
     y_task = torch.tensor([tasks.index(p["slots"]["task"]) for p in pairs])
     heads = parser.heads
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=1e-2)
@@ -522,6 +583,10 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": asdict(cfg), "train_pairs": len(sets["train"]),
                               "eval_pairs": len(sets["eval"])}
     report.update(evaluate_parsers({"learned": parser, "template_rules": TemplateParser(sets["train"])}, sets["eval"]))
+    other = "mlp" if cfg.task_rule == "nearest_frame" else "nearest_frame"
+    parser.task_rule = other  # the same tagger and shapes with the other task rule, for comparison
+    report[f"learned_task_rule_{other}"] = evaluate_parsers({"x": parser}, sets["eval"])["x"]
+    parser.task_rule = cfg.task_rule
     report["train_fit"] = evaluate_parsers({"learned": parser}, sets["train"])["learned"]["train"]
     report["cpu_seconds"] = {"pairs": round(t_data, 1), "total": round(time.process_time() - t0, 1)}
     parser.save(out, extra={"trained_on": str(out / "pairs_train.json")})

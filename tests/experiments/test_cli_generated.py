@@ -76,7 +76,8 @@ GENERATED = {
     "regress compare": "CompareConfig", "regress check": "RegressCheckConfig",
     "data-efficiency": "EfficiencyConfig", "suite-compare": "SuiteCompareConfig", "dagger-plot": "PlotConfig",
     "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig",
-    "dataset": "DatasetConfig"}
+    "dataset": "DatasetConfig", "caption-train": "CaptionTrainConfig", "caption": "CaptionConfig",
+    "parse-train": "ParseTrainConfig", "parse": "ParseConfig"}
 """Which command is generated from which dataclass."""
 NOT_GENERATED = {"bench", "regress", "envs"}
 """bench and regress only choose a subcommand; envs takes nothing."""
