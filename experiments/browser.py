@@ -80,7 +80,11 @@ class Page:
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         result, seen = None, wait_for is None
+        deadline = time.time() + self.timeout  # events keep coming while the answer may not: bound the wait
         while result is None or not seen:
+            if time.time() > deadline:
+                raise TimeoutError(f"{method}: Chromium did not answer{' and ' + wait_for if wait_for else ''} "
+                                   f"within {self.timeout:.0f} s")
             msg = json.loads(self.ws.recv())
             if msg.get("id") == self._id:
                 if "error" in msg:

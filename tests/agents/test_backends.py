@@ -22,7 +22,7 @@ JOBS = [Job("vlagym/TabletopTouch-v0", s, env_kwargs=(("obs_mode", "state"),)) f
 TIMING = ("agent_ms_per_step", "env_ms_per_step")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # shut down after this module: its processes would share the cores with the rest
 def ray_cluster():
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
