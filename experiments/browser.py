@@ -29,8 +29,9 @@ class Page:
 
         self.profile = tempfile.mkdtemp(prefix="vlagym-chromium-")
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-first-run", "--mute-audio",
-             "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={self.profile}",
+            # No zygote: a forked zygote once spun in the kernel here, unkillable, after a test had timed out.
+            [CHROMIUM, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-zygote", "--no-first-run",
+             "--mute-audio", "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={self.profile}",
              "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1600", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self.profile) / "DevToolsActivePort"
