@@ -9,6 +9,12 @@ from scratch or from a vl-train model), with one of three fusions:
 * ``cross``: the text tower's word features attend to the vision tower's patch features through
   ``fusion_layers`` Transformer decoder layers (self-attention over the words, cross-attention to the
   patches); the question's end token goes to the MLP.
+* ``film``: CLEVR's FiLM model (Perez et al. 2018) at a finer grid than the ViT's patches: a conv stem
+  takes the image to a stride-4 feature map (16x16 at 64 px, so a 4-5 px object covers a cell or two),
+  computed once per image; a GRU over the question's word embeddings (the text tower's) gives, per
+  question, a scale and shift for each of ``fusion_layers`` residual blocks (coordinate maps, 1x1 and 3x3
+  convs, batch norm, then the question's FiLM); the map is max- and mean-pooled into the MLP. The vision
+  Transformer is not used.
 
 The blind baseline is a question-only prior: the most frequent training answer of the same question
 string, else of its family (``QuestionPrior``). Evaluation reports accuracy per family, per level and
@@ -39,7 +45,7 @@ from vlagym.vl.model import DEFAULT_ARCH, VLModel, resolve_model_dir
 from vlagym.vl.questions import answer_vocabulary, check_families
 from vlagym.vl.vqa_data import VQAData, load_vqa_data
 
-FUSIONS = ("early", "late", "cross")
+FUSIONS = ("early", "late", "cross", "film")
 # Towers small enough to train in a few CPU minutes: a 2-layer ViT of width 64 (8-px patches, an 8x8 grid at
 # 64 px) and a 1-layer text Transformer of width 64.
 SMALL_TOWERS: dict[str, Any] = {
@@ -61,8 +67,8 @@ class VQAConfig:
     """Held-out vqa-data folder (test-split seeds) for the per-family accuracy."""
     out: str = "runs/vqa"
     """Run folder: model/, checkpoint.pt, metrics.json."""
-    fusion: Literal["early", "late", "cross"] = "cross"
-    """How image and question meet: early, late or cross (see the module docstring)."""
+    fusion: Literal["early", "late", "cross", "film"] = "cross"
+    """How image and question meet: early, late, cross or film (see the module docstring)."""
     vl_model: str | None = None
     """vl-train run or model folder to start the towers from (default: random init)."""
     model_cfg: dict[str, Any] | None = field(default_factory=lambda: json.loads(json.dumps(SMALL_TOWERS)))
@@ -70,7 +76,9 @@ class VQAConfig:
     families: list[str] | None = None
     """Train on these question families only (default: all); evaluation reports every family."""
     fusion_layers: int = 1
-    """Cross-attention layers (cross) or the MLP's hidden layers (late, early)."""
+    """Cross-attention layers (cross), FiLM residual blocks (film) or the MLP's hidden layers (late, early)."""
+    film_width: int = 64
+    """Channels of the FiLM model's conv stem and residual blocks (film only)."""
     hidden: int = 256
     """Width of the answer MLP."""
     steps: int = 2000
@@ -102,7 +110,7 @@ class VQAConfig:
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         for name in ("steps", "batch_size", "questions_per_image", "eval_every", "checkpoint_every", "hidden",
-                     "fusion_layers"):
+                     "fusion_layers", "film_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -112,16 +120,68 @@ class VQAConfig:
 
 
 # --- the model ----------------------------------------------------------------------------------------------------
+def coord_maps(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` with two channels appended: the column and row coordinate in [-1, 1]."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)[:, None].expand(h, w)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)[None, :].expand(h, w)
+    return torch.cat([x, torch.stack([xs, ys])[None].expand(b, -1, -1, -1)], 1)
+
+
+class FiLMBlock(nn.Module):
+    """FiLM's residual block: coord maps, 1x1 conv + ReLU, 3x3 conv, batch norm, ``gamma * x + beta``, ReLU."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c + 2, c, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c, affine=False)
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(coord_maps(x)))
+        y = self.norm(self.conv2(h))
+        return h + torch.relu(gamma[:, :, None, None] * y + beta[:, :, None, None])
+
+
+class FiLMNet(nn.Module):
+    """The image at stride 4 (conv stem, once per image) modulated per question by a GRU's FiLM parameters."""
+
+    def __init__(self, word_width: int, channels: int, blocks: int) -> None:
+        super().__init__()
+        c = channels
+
+        def conv(i: int, o: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+        self.stem = nn.Sequential(*conv(3, c // 2, 2), *conv(c // 2, c, 2), *conv(c, c, 1))
+        self.gru = nn.GRU(word_width, 2 * c, batch_first=True)
+        self.film = nn.Linear(2 * c, 2 * c * blocks)
+        self.blocks = nn.ModuleList(FiLMBlock(c) for _ in range(blocks))
+        self.out = nn.Sequential(nn.Conv2d(c + 2, 2 * c, 1), nn.ReLU())
+        self.width = 4 * c  # max- and mean-pooled
+
+    def forward(self, pixels: torch.Tensor, words: torch.Tensor, ids: torch.Tensor,
+                image_of: torch.Tensor) -> torch.Tensor:
+        x = self.stem(pixels)[image_of]
+        states, _ = self.gru(words)
+        q = states[torch.arange(len(ids), device=ids.device), ids.argmax(-1)]  # at the end token
+        params = self.film(q).view(len(ids), len(self.blocks), 2, -1)
+        for k, block in enumerate(self.blocks):
+            x = block(x, 1 + params[:, k, 0], params[:, k, 1])
+        x = self.out(coord_maps(x))
+        return torch.cat([x.amax((2, 3)), x.mean((2, 3))], 1)
+
+
 class VQAModel(nn.Module):
     """Images uint8 ``(B, H, W, 3)`` and questions (strings) -> answer logits ``(B, A)``."""
 
     def __init__(self, fusion: str = "cross", arch: str = DEFAULT_ARCH, model_cfg: dict[str, Any] | None = None,
                  image_size: int = 64, answers: list[str] | None = None, fusion_layers: int = 2,
-                 hidden: int = 256) -> None:
+                 hidden: int = 256, film_width: int = 64) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        self.fusion, self.fusion_layers, self.hidden = fusion, fusion_layers, hidden
+        self.fusion, self.fusion_layers, self.hidden, self.film_width = fusion, fusion_layers, hidden, film_width
         self.answers = list(answers or answer_vocabulary())
         self.vl = VLModel(arch, model_cfg, image_size)
         clip = self.vl.clip
@@ -130,6 +190,9 @@ class VQAModel(nn.Module):
         embed = clip.text_projection.shape[1] if clip.text_projection is not None else tw
         if fusion == "late":
             head_in = 3 * embed
+        elif fusion == "film":
+            self.filmnet = FiLMNet(tw, film_width, fusion_layers)
+            head_in = self.filmnet.width
         elif fusion == "early":
             self.word_in = nn.Linear(tw, vw)
             self.word_type = nn.Parameter(torch.zeros(vw))
@@ -143,7 +206,7 @@ class VQAModel(nn.Module):
             head_in = tw
         layers: list[nn.Module] = []
         d = head_in
-        for _ in range(1 if fusion == "cross" else fusion_layers):
+        for _ in range(1 if fusion in ("cross", "film") else fusion_layers):
             layers += [nn.Linear(d, hidden), nn.GELU()]
             d = hidden
         self.head = nn.Sequential(*layers, nn.Linear(d, len(self.answers)))
@@ -175,6 +238,9 @@ class VQAModel(nn.Module):
             image_of = torch.arange(len(questions), device=self.device)
         if self.fusion == "early":
             return self.head(self._early(self.vl.pixels(images)[image_of], ids))
+        if self.fusion == "film":
+            words = self.vl.clip.token_embedding(ids)
+            return self.head(self.filmnet(self.vl.pixels(images), words, ids, image_of))
         pooled, patches, _ = self.vl.patch_features(images)
         words, q = self.text_features(ids)
         if self.fusion == "late":
@@ -211,7 +277,7 @@ class VQAModel(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         return {"fusion": self.fusion, "arch": self.vl.arch, "model_cfg": self.vl.model_cfg,
                 "image_size": self.vl.image_size, "answers": self.answers, "fusion_layers": self.fusion_layers,
-                "hidden": self.hidden}
+                "hidden": self.hidden, "film_width": self.film_width}
 
     def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         out = Path(directory)
@@ -232,7 +298,7 @@ class VQAModel(nn.Module):
             raise FileNotFoundError(f"{directory} holds no {CONFIG}; pass a vqa-train run or model folder")
         cfg = read_json(directory / CONFIG)
         keys = ("fusion", "arch", "model_cfg", "image_size", "answers", "fusion_layers", "hidden")
-        model = cls(**{k: cfg[k] for k in keys})
+        model = cls(**{k: cfg[k] for k in keys}, film_width=cfg.get("film_width", 64))
         model.load_state_dict(load_file(str(directory / WEIGHTS)))
         return model.to(device).eval()
 
@@ -332,13 +398,13 @@ def build(cfg: VQAConfig, image_size: int) -> VQAModel:
         d = resolve_model_dir(cfg.vl_model)
         vl = read_vl_config(d)
         model = VQAModel(cfg.fusion, vl["arch"], vl["model_cfg"], vl["image_size"], fusion_layers=cfg.fusion_layers,
-                         hidden=cfg.hidden)
+                         hidden=cfg.hidden, film_width=cfg.film_width)
         model.vl.clip.load_state_dict(load_file(str(d / "open_clip_model.safetensors")))
         if vl["image_size"] != image_size:
             raise ValueError(f"{d} was trained at {vl['image_size']} px, the data has {image_size} px images")
         return model
     return VQAModel(cfg.fusion, DEFAULT_ARCH, cfg.model_cfg, image_size, fusion_layers=cfg.fusion_layers,
-                    hidden=cfg.hidden)
+                    hidden=cfg.hidden, film_width=cfg.film_width)
 
 
 def train_vqa(cfg: VQAConfig, trust_pickle: bool | None = None) -> dict[str, Any]:

@@ -82,7 +82,29 @@ def test_every_fusion_answers_a_batch(fusion):
                torch.tensor([0, 1, 1]))
     assert logits.shape == (3, len(m.answers))
     logits.sum().backward()
-    assert m.vl.clip.visual.conv1.weight.grad is not None
+    first = m.filmnet.stem[0] if fusion == "film" else m.vl.clip.visual.conv1
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0  # the image reaches the loss
+
+
+def test_film_modulates_each_question_and_sees_where_things_are():
+    from vlagym.vl.vqa import coord_maps
+
+    m = VQAModel("film", model_cfg=TINY, image_size=32, fusion_layers=2, film_width=16).eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        for p in m.filmnet.film.parameters():
+            p.normal_()
+        qs = ["Is there a cube?", "What colour is the bowl?"]
+        one = m(images, qs, torch.tensor([0, 0]))
+        assert not torch.allclose(one[0], one[1])  # the question changes the answer on the same image
+        other = m(images, qs[:1], torch.tensor([1]))
+        assert not torch.allclose(one[0], other[0])  # and so does the image
+        assert torch.allclose(m(images[[1, 0]], qs[:1], torch.tensor([1])), one[:1], atol=1e-5)  # row lookup
+    c = coord_maps(torch.zeros(1, 1, 2, 3))
+    assert c.shape == (1, 3, 2, 3) and c[0, 1, 0].tolist() == [-1, 0, 1] and c[0, 2, :, 0].tolist() == [-1, 1]
+    loaded_cfg = m.config_dict()
+    assert loaded_cfg["fusion"] == "film" and loaded_cfg["film_width"] == 16
 
 
 TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -170,3 +192,13 @@ def test_fewshot_sequences_mask_each_word_to_its_own_image_and_a_tiny_run_gives_
     assert json.loads((tmp_path / "fs" / "fewshot.json").read_text())["held_out"] == fam
     with pytest.raises(ValueError, match="unknown question families"):
         FewShotConfig(data="a", eval_data="b", held_out="telepathy")
+
+
+def test_film_trains_and_the_saved_model_answers_the_same(vqa_dir, tmp_path):
+    cfg = VQAConfig(data=str(vqa_dir), eval_data=str(vqa_dir), out=str(tmp_path / "film"), fusion="film",
+                    model_cfg=TINY, fusion_layers=2, film_width=16, steps=12, batch_size=4, questions_per_image=4,
+                    eval_every=12, checkpoint_every=12, warmup=2, lr=3e-3)
+    m = train_vqa(cfg)
+    assert m["final"]["model"]["n"] == len(load_vqa_data(vqa_dir))
+    again = eval_vqa(tmp_path / "film", vqa_dir, "cpu")
+    assert again["model"] == m["final"]["model"]  # batch-norm statistics travel with the weights
