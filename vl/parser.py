@@ -13,11 +13,17 @@ trains three small heads on the training level's pairs only (training seeds, tra
   side, furniture and door values are the tagged words themselves, so a colour never seen in training (L3)
   can still be read. Training copies replace, at random, colour and shape words by filler words (``FILLER_*``,
   none of them a level's held-out word), so the tagger learns where a slot stands rather than which words fill it;
-* shape prototypes: the mean contextual feature of each canonical shape's training words; a word tagged as a
-  shape takes the nearest (cosine) among the shapes training saw with the parsed task, so at L4 a synonym
-  that training never used ("block" for cube) can land on the right class;
-* a task head on the sentence's frame — its MiniLM sentence embedding with the tagged slot words replaced by
-  "thing" — and which slots the tagger found (and the destination's shape).
+* shape exemplars (``shape_rule=exemplar``): a word tagged as a shape takes the shape of the nearest (cosine)
+  among the training shape words' contextual features and the shape names' own ("a cube"), restricted to the
+  shapes training saw with the parsed task, so a synonym training never used ("block") can land on its class
+  (``shape_rule=prototype``: the per-shape mean instead);
+* the task (``task_rule=align``): the task of the training frame with the same slot structure whose contextual
+  word features best match the sentence's (BERTScore-style alignment; colours dropped, shape words "object"),
+  so an unseen verb ("poke") is matched word by word to a trained one ("tap", "touch");
+  ``nearest_frame`` (sentence embedding of the frame) and ``mlp`` (a task head) are kept for comparison.
+
+Tagger training copies also draw furniture words uniformly from the training ones, so "beside the table" is
+tagged although "table" is mostly an ordinary word ("off the table").
 
 Beside it, a rule baseline that memorises the training templates (the instruction with its slot words
 replaced by placeholders) and parses only sentences that fit one of them.
@@ -56,6 +62,9 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 FILLER_COLORS = ("white", "black", "grey", "brown", "golden", "silver", "beige", "maroon", "navy", "olive")
 FILLER_SHAPES = ("thing", "object", "item", "piece", "toy", "shape", "prism", "disc", "jar", "cup")
 FRAME_WORD = "thing"
+SLOT_TASKS = ("touch", "pick_up", "place", "stack", "push", "object_goal", "relational_goal", "multi_step")
+TASK_RULES = ("align", "nearest_frame", "mlp")
+SHAPE_RULES = ("exemplar", "prototype")
 
 
 def words_of(text: str) -> list[str]:
@@ -224,13 +233,41 @@ def frame_of(words: list[str], tags: list[str]) -> str:
     return " ".join(FRAME_WORD if t != "O" else w for w, t in zip(words, tags))
 
 
+def in_context(feats: torch.Tensor, window: bool = True) -> torch.Tensor:
+    """Each word's feature beside its left and right neighbours' ``(N, 3D)`` (zeros past the ends; zeros in
+    place of the neighbours when not ``window``)."""
+    if not window:
+        return torch.cat([feats, torch.zeros(feats.shape[0], 2 * feats.shape[1])], 1)
+    pad = torch.zeros(1, feats.shape[1])
+    return torch.cat([feats, torch.cat([pad, feats[:-1]]), torch.cat([feats[1:], pad])], 1)
+
+
+def align_frame_of(words: list[str], tags: list[str]) -> str:
+    """The sentence the ``align`` task rule compares: colour words dropped, shape words replaced by "object"
+    ("put the object in the object"); side, furniture and door words stay."""
+    return " ".join("object" if t.endswith(".shape") else w for w, t in zip(words, tags) if not t.endswith(".color"))
+
+
+def alignment(query: torch.Tensor, bank: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """BERTScore-style F1 of a sentence's unit word features ``(n, D)`` against each bank sentence's
+    ``(M, L, D)`` (padded, ``lengths`` real words): the mean best match of each word, both ways, averaged."""
+    sims = torch.einsum("nd,mld->mnl", query, bank)
+    real = torch.arange(bank.shape[1])[None, :] < lengths[:, None]  # (M, L)
+    sims = sims.masked_fill(~real[:, None, :], -2.0)
+    recall = sims.max(2).values.mean(1)  # each query word's best bank word
+    best_q = sims.max(1).values  # (M, L): each bank word's best query word
+    precision = (best_q * real).sum(1) / lengths.clamp(min=1)
+    return 0.5 * (recall + precision)
+
+
 class ParserHeads(nn.Module):
-    """Word features ``(N, D)`` -> tag logits ``(N, T)``; frame embedding ``(B, D)`` + structure ``(B, F)`` ->
+    """Word features with their neighbours' ``(N, 3D)`` (``in_context``) -> tag logits ``(N, T)``;
+    frame embedding ``(B, D)`` + structure ``(B, F)`` ->
     task logits ``(B, K)``."""
 
     def __init__(self, dim: int, tags: int, structure: int, tasks: int, hidden: int = 256) -> None:
         super().__init__()
-        self.tag = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, tags))
+        self.tag = nn.Sequential(nn.Linear(3 * dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, tags))
         self.task = nn.Sequential(nn.Linear(dim + structure, hidden), nn.GELU(), nn.Dropout(0.1),
                                   nn.Linear(hidden, tasks))
 
@@ -255,16 +292,31 @@ class ParseTrainConfig:
     """Hidden width of each head."""
     seed: int = 0
     """Seeds the heads' weights."""
-    task_rule: str = "nearest_frame"
-    """nearest_frame: the task of the most similar training frame with the same slots; mlp: the task head."""
+    task_rule: str = "align"
+    """align: the task of the training sentence with the same slots whose words best match the sentence's
+    (contextual MiniLM word features, BERTScore-style); nearest_frame: the most similar training frame by sentence
+    embedding; mlp: the task head."""
+    shape_rule: str = "exemplar"
+    """exemplar: the shape of the nearest training shape word (contextual feature) or shape name ("a cube");
+    prototype: the nearest per-shape mean of the training shape words."""
+    tag_window: bool = False
+    """The tagger also reads each word's neighbours' features (else the word's own contextual feature only)."""
+    val_per_level: int = 0
+    """Validation pairs per env and level (L1-L4) on validation seeds, for design choices (0: none)."""
 
     def __post_init__(self) -> None:
         from vlagym.envs import ENV_IDS, check_env_id
+        from vlagym.envs.registry import IDS
 
-        if self.task_rule not in ("nearest_frame", "mlp"):
-            raise ValueError(f"task_rule must be nearest_frame or mlp, got {self.task_rule!r}")
+        if self.task_rule not in TASK_RULES:
+            raise ValueError(f"task_rule must be one of {', '.join(TASK_RULES)}, got {self.task_rule!r}")
+        if self.shape_rule not in SHAPE_RULES:
+            raise ValueError(f"shape_rule must be one of {', '.join(SHAPE_RULES)}, got {self.shape_rule!r}")
+        if self.val_per_level < 0:
+            raise ValueError(f"val_per_level must be >= 0, got {self.val_per_level}")
 
-        self.env = [self.env] if isinstance(self.env, str) else list(self.env or ENV_IDS)
+        default = [e for e in ENV_IDS if IDS[e][1] in SLOT_TASKS]  # the tasks task_slots reads
+        self.env = [self.env] if isinstance(self.env, str) else list(self.env or default)
         for e in self.env:
             check_env_id(e)
         for name in ("train_per_env", "eval_per_level", "epochs", "hidden"):
@@ -276,7 +328,9 @@ class InstructionParser:
     """The trained heads over frozen MiniLM features: ``parse(texts) -> list of slot dicts``."""
 
     def __init__(self, tags: list[str], tasks: list[str], task_shapes: dict[str, list[str]], hidden: int = 256,
-                 features: WordFeatures | None = None, task_rule: str = "nearest_frame", frames: int = 0) -> None:
+                 features: WordFeatures | None = None, task_rule: str = "align", frames: int = 0,
+                 shape_rule: str = "exemplar", exemplars: int = 0, align_frames: int = 0, align_len: int = 0,
+                 tag_window: bool = False) -> None:
         self.features = features or WordFeatures()
         self.tags, self.tasks, self.hidden = list(tags), list(tasks), hidden
         self.task_shapes = {k: list(v) for k, v in task_shapes.items()}
@@ -287,9 +341,19 @@ class InstructionParser:
         # Tag transitions estimated on the training tags (log-probabilities; row len(tags) is the start state).
         self.heads.register_buffer("log_trans", torch.zeros(len(self.tags) + 1, len(self.tags)))
         self.task_rule = task_rule
+        self.tag_window = tag_window
         self.heads.register_buffer("frame_bank", torch.zeros(frames, self.features.dim))
         self.heads.register_buffer("frame_structure", torch.zeros(frames, len(self.structure)))
         self.heads.register_buffer("frame_task", torch.zeros(frames, dtype=torch.long))
+        # Shape exemplars: unit features of the training shape words and of the shape names, with their shapes.
+        self.shape_rule = shape_rule
+        self.heads.register_buffer("exemplars", torch.zeros(exemplars, self.features.dim))
+        self.heads.register_buffer("exemplar_shape", torch.zeros(exemplars, dtype=torch.long))
+        # The align rule's bank: unit word features of each training frame (padded), its length, slots and task.
+        self.heads.register_buffer("align_words", torch.zeros(align_frames, align_len, self.features.dim))
+        self.heads.register_buffer("align_len", torch.zeros(align_frames, dtype=torch.long))
+        self.heads.register_buffer("align_structure", torch.zeros(align_frames, len(self.structure)))
+        self.heads.register_buffer("align_task", torch.zeros(align_frames, dtype=torch.long))
 
     def viterbi(self, emissions: torch.Tensor) -> list[int]:
         """The best tag sequence under the tagger's log-probabilities ``(N, T)`` and the learned transitions."""
@@ -305,6 +369,19 @@ class InstructionParser:
         for arg in reversed(back):
             path.append(int(arg[path[-1]]))
         return path[::-1]
+
+    def task_by_alignment(self, words: list[list[str]], tags: list[list[str]], structure: torch.Tensor) -> list[int]:
+        """The ``align`` rule: the task of the training frame with the same slot structure (any when none has
+        it) whose contextual word features best match the sentence's frame (``align_frame_of``)."""
+        feats, _ = self.features([align_frame_of(w, t) for w, t in zip(words, tags)])
+        h = self.heads
+        out = []
+        for f, sig in zip(feats, structure):
+            score = alignment(F.normalize(f, dim=-1), h.align_words, h.align_len)
+            same = (h.align_structure == sig).all(1)
+            score = torch.where(same, score, score - 10.0) if same.any() else score
+            out.append(int(h.align_task[int(score.argmax())]))
+        return out
 
     def task_of(self, x: torch.Tensor) -> list[int]:
         """Tasks of task-head inputs ``(B, D + F)``: the MLP head, or the task of the most similar training frame
@@ -331,7 +408,12 @@ class InstructionParser:
         return v
 
     def nearest_shape(self, feature: torch.Tensor, allowed: list[str] | None = None) -> str:
-        sims = F.cosine_similarity(feature[None], self.heads.prototypes)
+        if self.shape_rule == "exemplar":
+            sims_e = F.normalize(self.heads.exemplars, dim=-1) @ F.normalize(feature, dim=0)
+            sims = torch.full((len(CANONICAL_SHAPES),), -2.0).scatter_reduce(0, self.heads.exemplar_shape, sims_e,
+                                                                               "amax")
+        else:
+            sims = F.cosine_similarity(feature[None], self.heads.prototypes)
         names = allowed or list(CANONICAL_SHAPES)
         return max(names, key=lambda n: float(sims[CANONICAL_SHAPES.index(n)]))
 
@@ -345,15 +427,18 @@ class InstructionParser:
         texts = list(texts)
         words_feats, _ = self.features(texts)
         words = [words_of(t) for t in texts]
-        tags = [[self.tags[k] for k in self.viterbi(F.log_softmax(self.heads.tag(f), -1))] for f in words_feats]
+        tags = [[self.tags[k] for k in self.viterbi(F.log_softmax(self.heads.tag(in_context(f, self.tag_window)), -1))]
+                for f in words_feats]
         # The destination's shape before the task is known (from every shape), for the task head's input.
         dest = []
         for f, tg in zip(words_feats, tags):
             i = next((i for i, t in enumerate(tg) if t == "destination.shape"), None)
             dest.append(None if i is None else self.nearest_shape(f[i]))
-        x = self.task_input([frame_of(w, t) for w, t in zip(words, tags)],
-                            [self.structure_vector(t, d) for t, d in zip(tags, dest)])
-        task = self.task_of(x)
+        structure = [self.structure_vector(t, d) for t, d in zip(tags, dest)]
+        if self.task_rule == "align":
+            task = self.task_by_alignment(words, tags, torch.stack(structure)) if texts else []
+        else:
+            task = self.task_of(self.task_input([frame_of(w, t) for w, t in zip(words, tags)], structure))
         out = []
         for w, f, tg, k in zip(words, words_feats, tags, task):
             name = self.tasks[k]
@@ -374,8 +459,12 @@ class InstructionParser:
         save_file({k: v.contiguous() for k, v in self.heads.state_dict().items()}, str(tmp))
         os.replace(tmp, out / WEIGHTS)
         atomic_write_text(out / CONFIG, json.dumps({"tags": self.tags, "tasks": self.tasks, "hidden": self.hidden,
-                                                     "task_rule": self.task_rule,
+                                                     "task_rule": self.task_rule, "shape_rule": self.shape_rule,
+                                                     "tag_window": self.tag_window,
                                                      "frames": int(self.heads.frame_bank.shape[0]),
+                                                     "exemplars": int(self.heads.exemplars.shape[0]),
+                                                     "align_frames": int(self.heads.align_words.shape[0]),
+                                                     "align_len": int(self.heads.align_words.shape[1]),
                                                      "task_shapes": self.task_shapes, "shapes": list(CANONICAL_SHAPES),
                                                      **(extra or {})}, indent=2))
 
@@ -385,23 +474,34 @@ class InstructionParser:
         if not (directory / CONFIG).exists():
             raise FileNotFoundError(f"{directory} holds no {CONFIG}; pass a parse-train run folder")
         cfg = read_json(directory / CONFIG)
-        p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"], task_rule=cfg["task_rule"],
-                frames=cfg["frames"])
+        try:
+            p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"], task_rule=cfg["task_rule"],
+                    frames=cfg["frames"], shape_rule=cfg["shape_rule"], exemplars=cfg["exemplars"],
+                    align_frames=cfg["align_frames"], align_len=cfg["align_len"], tag_window=cfg["tag_window"])
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{directory / CONFIG}: missing or malformed setting {e}; retrain with parse-train") \
+                from e
         p.heads.load_state_dict(load_file(str(directory / WEIGHTS)))
         return p
 
 
-def augment(pairs: list[dict[str, Any]], rng: np.random.Generator, copies: int = 1) -> list[dict[str, Any]]:
-    """Copies of the pairs with colour and shape words replaced by filler words, half the time each
-    (slots and tags stay: the fillers train the tagger only)."""
+def augment(pairs: list[dict[str, Any]], rng: np.random.Generator, copies: int = 1, rare_copies: int = 2
+            ) -> list[dict[str, Any]]:
+    """Copies of the pairs with colour and shape words replaced by filler words, half the time each, and
+    furniture words by a training furniture word drawn uniformly (slots and tags stay: the copies train the tagger
+    only). Pairs that name furniture get ``rare_copies`` more, so a furniture word that is also an ordinary word
+    elsewhere ("beside the table" against "off the table") is tagged from enough examples."""
+    furniture = sorted({w for p in pairs for w, t in zip(words_of(p["instruction"]), p["tags"])
+                        if t.endswith(".furniture")})
     out = []
-    for _ in range(copies):
-        for p in pairs:
-            words = words_of(p["instruction"])
-            new = [str(rng.choice(FILLER_COLORS)) if t.endswith(".color") and rng.random() < 0.5 else
-                   str(rng.choice(FILLER_SHAPES)) if t.endswith(".shape") and rng.random() < 0.5 else w
-                   for w, t in zip(words, p["tags"])]
-            out.append({**p, "instruction": " ".join(new), "augmented": True})
+    for p in [q for _ in range(copies) for q in pairs] + \
+            [q for _ in range(rare_copies) for q in pairs if any(t.endswith(".furniture") for t in q["tags"])]:
+        words = words_of(p["instruction"])
+        new = [str(rng.choice(FILLER_COLORS)) if t.endswith(".color") and rng.random() < 0.5 else
+               str(rng.choice(FILLER_SHAPES)) if t.endswith(".shape") and rng.random() < 0.5 else
+               str(rng.choice(furniture)) if t.endswith(".furniture") else w
+               for w, t in zip(words, p["tags"])]
+        out.append({**p, "instruction": " ".join(new), "augmented": True})
     return out
 
 
@@ -422,8 +522,14 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
     frame_keys = sorted({(frame_of(words_of(p["instruction"]), p["tags"]), p["slots"]["task"],
                           json.dumps(structure_tags(p["tags"])),
                           str((p["slots"].get("destination") or {}).get("shape"))) for p in pairs})
+    align_keys = sorted({(align_frame_of(words_of(p["instruction"]), p["tags"]), p["slots"]["task"],
+                          json.dumps(structure_tags(p["tags"])),
+                          str((p["slots"].get("destination") or {}).get("shape"))) for p in pairs})
+    align_len = max(len(words_of(k[0])) for k in align_keys)
+    n_shape_words = sum(t.endswith(".shape") for p in pairs for t in p["tags"])
     parser = InstructionParser(tags, tasks, {k: sorted(v) for k, v in task_shapes.items()}, cfg.hidden, features,
-                               cfg.task_rule, len(frame_keys))
+                               cfg.task_rule, len(frame_keys), cfg.shape_rule, n_shape_words + len(CANONICAL_SHAPES),
+                               len(align_keys), align_len, cfg.tag_window)
     counts_t = torch.full((len(tags) + 1, len(tags)), 1e-6)
     for p in pairs:
         prev = len(tags)
@@ -433,7 +539,7 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
     parser.heads.log_trans.copy_((counts_t / counts_t.sum(1, keepdim=True)).log())
     all_pairs = pairs + augment(pairs, rng)
     words, _ = parser.features([p["instruction"] for p in all_pairs])
-    x = torch.cat(words)
+    x = torch.cat([in_context(w, cfg.tag_window) for w in words])
     y_tag = torch.tensor([tags.index(t) for p in all_pairs for t in p["tags"]])
     # Prototypes from the real (not filler) shape words.
     sums = torch.zeros(len(CANONICAL_SHAPES), parser.features.dim)
@@ -445,6 +551,25 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
                 sums[k] += w[i]
                 counts[k] += 1
     parser.heads.prototypes.copy_(sums / counts.clamp(min=1))
+    # Exemplars: every training shape word in its sentence, and each shape's own name in "a <name>".
+    ex, ex_shape = [], []
+    for p, w in zip(pairs, words[: len(pairs)]):
+        for i, t in enumerate(p["tags"]):
+            if t.endswith(".shape"):
+                ex.append(w[i])
+                ex_shape.append(CANONICAL_SHAPES.index(p["slots"][t.split(".")[0]]["shape"]))
+    names, _ = parser.features([f"a {s}" for s in CANONICAL_SHAPES])
+    ex += [n[1] for n in names]
+    ex_shape += list(range(len(CANONICAL_SHAPES)))
+    parser.heads.exemplars.copy_(torch.stack(ex))
+    parser.heads.exemplar_shape.copy_(torch.tensor(ex_shape))
+    # The align rule's bank of training frames.
+    align_feats, _ = parser.features([k[0] for k in align_keys])
+    for j, (k, f) in enumerate(zip(align_keys, align_feats)):
+        parser.heads.align_words[j, : len(f)] = F.normalize(f, dim=-1)
+        parser.heads.align_len[j] = len(f)
+        parser.heads.align_structure[j] = parser.structure_vector(json.loads(k[2]), None if k[3] == "None" else k[3])
+        parser.heads.align_task[j] = tasks.index(k[1])
     frames = [frame_of(words_of(p["instruction"]), p["tags"]) for p in pairs]
     structure = [parser.structure_vector(p["tags"], (p["slots"].get("destination") or {}).get("shape"))
                  for p in pairs]
@@ -561,10 +686,14 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.process_time()
-    request = {"env": cfg.env, "train_per_env": cfg.train_per_env, "eval_per_level": cfg.eval_per_level}
+    base = {"env": cfg.env, "train_per_env": cfg.train_per_env, "eval_per_level": cfg.eval_per_level}
     sets = {}
-    for name, levels, count, split in (("train", ("train",), cfg.train_per_env, "train"),
-                                       ("eval", PARSE_LEVELS, cfg.eval_per_level, "test")):
+    plan = [("train", ("train",), cfg.train_per_env, "train", base), ("eval", PARSE_LEVELS, cfg.eval_per_level, "test",
+                                                                       base)]
+    if cfg.val_per_level:
+        plan.append(("val", PARSE_LEVELS, cfg.val_per_level, "val",
+                     {"env": cfg.env, "val_per_level": cfg.val_per_level}))
+    for name, levels, count, split, request in plan:
         path = out / f"pairs_{name}.json"
         if path.exists():
             d = read_json(path)
@@ -583,10 +712,17 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": asdict(cfg), "train_pairs": len(sets["train"]),
                               "eval_pairs": len(sets["eval"])}
     report.update(evaluate_parsers({"learned": parser, "template_rules": TemplateParser(sets["train"])}, sets["eval"]))
-    other = "mlp" if cfg.task_rule == "nearest_frame" else "nearest_frame"
-    parser.task_rule = other  # the same tagger and shapes with the other task rule, for comparison
-    report[f"learned_task_rule_{other}"] = evaluate_parsers({"x": parser}, sets["eval"])["x"]
-    parser.task_rule = cfg.task_rule
+    # The same tagger with the other task and shape rules, for comparison.
+    variants = [("task_rule", r) for r in TASK_RULES if r != cfg.task_rule] + \
+        [("shape_rule", r) for r in SHAPE_RULES if r != cfg.shape_rule]
+    for attr, rule in variants:
+        setattr(parser, attr, rule)
+        report[f"learned_{attr}_{rule}"] = evaluate_parsers({"x": parser}, sets["eval"])["x"]
+        if "val" in sets:
+            report[f"val_learned_{attr}_{rule}"] = evaluate_parsers({"x": parser}, sets["val"])["x"]
+        setattr(parser, attr, getattr(cfg, attr))
+    if "val" in sets:
+        report["val_learned"] = evaluate_parsers({"x": parser}, sets["val"])["x"]
     report["train_fit"] = evaluate_parsers({"learned": parser}, sets["train"])["learned"]["train"]
     report["cpu_seconds"] = {"pairs": round(t_data, 1), "total": round(time.process_time() - t0, 1)}
     parser.save(out, extra={"trained_on": str(out / "pairs_train.json")})

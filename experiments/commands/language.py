@@ -90,6 +90,9 @@ def cmd_parse_train(args) -> int:
                 g = f", grounded id {m['grounded_id_acc']:.1%}" if "grounded_id_acc" in m else ""
                 print(f"{name} {level}: exact match {m['exact_match']:.1%}, slot F1 {m['slot_f1']:.3f}{g} "
                       f"({m['n']} instructions)")
+    if "val_learned" in r:
+        val = r["val_learned"]
+        print("learned, validation seeds: " + ", ".join(f"{lv} {val[lv]['exact_match']:.1%}" for lv in PARSE_LEVELS))
     print(f"parser: {args.out}")
     return 0
 

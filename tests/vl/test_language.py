@@ -25,6 +25,8 @@ from vlagym.vl.parser import (
     InstructionParser,
     ParseTrainConfig,
     TemplateParser,
+    align_frame_of,
+    alignment,
     ground_parse,
     load_pairs,
     run_parse_train,
@@ -178,6 +180,25 @@ def test_parser_learns_slots_and_grounds_them(parse_run):
                          timeout=240)
     assert res.returncode == 0, res.stderr
     assert '"side": "left"' in res.stdout and '"task": "push"' in res.stdout
+
+
+def test_alignment_scores_matching_words_and_the_default_envs_have_slot_readers():
+    from vlagym.envs.registry import IDS
+
+    words = ["put", "the", "red", "cube", "in", "the", "blue", "bowl"]
+    tags = ["O", "O", "object.color", "object.shape", "O", "O", "destination.color", "destination.shape"]
+    assert align_frame_of(words, tags) == "put the object in the object"
+    torch.manual_seed(0)
+    a, b = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
+    bank = torch.zeros(2, 5, 8)
+    bank[0, :4], bank[1, :3] = a, b[:3]
+    score = alignment(a, bank, torch.tensor([4, 3]))
+    assert score[0] == pytest.approx(1.0) and score[1] < 0.9  # a sentence matches itself best, padding ignored
+    cfg = ParseTrainConfig(out="x")
+    assert cfg.env and all(IDS[e][1] in ("touch", "pick_up", "place", "stack", "push", "object_goal",
+                                         "relational_goal", "multi_step") for e in cfg.env)
+    with pytest.raises(ValueError, match="shape_rule must be one of"):
+        ParseTrainConfig(out="x", shape_rule="nearest")
 
 
 def test_template_rules_and_grounding_helpers():
