@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _normal_scheduling() -> None:
+    """Start the browser under the normal scheduler: one inheriting a real-time policy (SCHED_FIFO) from its
+    parent spins its thread pools at that priority, starves the process waiting on it and never answers."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class Page:
@@ -33,7 +41,7 @@ class Page:
             [CHROMIUM, "--headless=new", "--disable-gpu", "--no-sandbox", "--no-zygote", "--no-first-run",
              "--mute-audio", "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={self.profile}",
              "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1600", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_normal_scheduling)
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.time() + self.timeout
         while not port_file.exists() or not port_file.read_text().strip():
