@@ -30,6 +30,7 @@ measures it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -161,6 +162,21 @@ def aggregate_stats(per_episode: list[dict[str, np.ndarray]]) -> dict[str, list]
 
 
 # --- video --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _keep_scheduling():
+    """Give the calling thread back its scheduling policy: SVT-AV1, run as root, moves it to SCHED_FIFO 99,
+    and everything the process starts afterwards (torch's threads, a browser) would inherit real-time priority."""
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, param)
+
+
 def encode_video(path: Path, frames: np.ndarray, fps: int, codec: str) -> dict[str, Any]:
     """Write (N, H, W, 3) uint8 frames as one MP4, atomically; frame i at pts i in time base 1/fps. Returns
     the ``video.*`` info LeRobot keeps per video feature."""
@@ -171,7 +187,7 @@ def encode_video(path: Path, frames: np.ndarray, fps: int, codec: str) -> dict[s
     if h % 2 or w % 2:
         raise DatasetError(f"{path}: yuv420p video needs even frame sizes, got {w}x{h}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
+    with atomic_file(path) as tmp, _keep_scheduling():
         with av.open(str(tmp), "w", format="mp4") as out:
             stream = out.add_stream(codec, rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"

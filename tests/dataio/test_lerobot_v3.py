@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,6 +76,13 @@ def test_export_then_import_keeps_numbers_exact_and_frames_close(touch_data, exp
     assert "episodes     3" in capsys.readouterr().out
     assert main(["dataset", "export", str(touch_data), str(exported)]) == 2  # never over an existing dataset
     assert "already holds a lerobot dataset; export into a new folder" in capsys.readouterr().err
+
+
+def test_encoding_leaves_the_scheduling_policy_as_it_was(tmp_path):
+    """SVT-AV1 run as root moves the calling thread to SCHED_FIFO; the encoder gives the thread its policy back."""
+    before = os.sched_getscheduler(0)
+    lr.encode_video(tmp_path / "v.mp4", np.zeros((4, 16, 16, 3), np.uint8), fps=10, codec=lr.DEFAULT_CODEC)
+    assert os.sched_getscheduler(0) == before
 
 
 def test_training_reads_the_export_through_the_dataset_interface(touch_data, exported):
