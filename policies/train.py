@@ -469,10 +469,6 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, trust_pickle: bool | 
 
         with _IsolatedRNG():  # building the teacher draws initial weights: the student's streams stay put
             distiller = Distiller.load(cfg.teacher, policy, device, cfg.distill_weight, cfg.distill_temperature)
-    if ranks.main:
-        atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
-                                                              "resolved_policy": policy.config_dict()},
-                                                             sort_keys=False))
     history, horizon = policy.window()
     image_keys = policy.image_keys()
     if distiller is not None:  # the windows hold what both read
@@ -481,6 +477,12 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, trust_pickle: bool | 
     data = DemoWindows(cfg.data, history=history, horizon=horizon, augment=cfg.augment,
                        max_demos=cfg.max_demos, image_keys=image_keys, action_key=cfg.labels,
                        label_keys=policy.label_keys(), preload=preload)
+    # Written once the data is known to hold what the policy reads (a missing label key raises above), so that a
+    # run refused for its data leaves no config.yaml behind to block the corrected rerun.
+    if ranks.main:
+        atomic_write_text(run / "config.yaml", yaml.safe_dump({**dataclasses.asdict(cfg),
+                                                              "resolved_policy": policy.config_dict()},
+                                                             sort_keys=False))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:

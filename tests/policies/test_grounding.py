@@ -150,6 +150,27 @@ def test_a_dataset_without_labels_names_the_missing_key(tmp_path):
         train(cfg, progress=False)
 
 
+def test_a_run_refused_for_a_missing_label_can_be_rerun_in_the_same_folder(tmp_path):
+    import h5py
+
+    out = tmp_path / "noyaw"
+    collect(CollectConfig(env="vlagym/TabletopPickUp-v0", episodes=1, out=str(out), workers=1,
+                          env_kwargs={"image_size": 32}))
+    for shard in out.glob("shard_*.hdf5"):
+        with h5py.File(shard, "a") as f:
+            for demo in f["data"].values():
+                del demo["labels/object/yaw"]
+    over = {"text_encoder": "hash", "text_dim": 8, "hidden_dim": 16, "heatmap_weight": 1.0, "yaw_weight": 1.0}
+    cfg = TrainConfig(data=[str(out)], policy="bcz", out=str(tmp_path / "run"), steps=2, batch_size=2, num_workers=0,
+                      eval_every=0, threads=1, policy_overrides=over)
+    with pytest.raises(KeyError, match=r"labels/object/yaw"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    # The corrected command, same out=: it trains, where it used to say the folder already holds a run.
+    train(TrainConfig(**{**cfg.__dict__, "policy_overrides": {**over, "yaw_weight": 0.0}}), progress=False)
+    assert (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_grounding_needs_roles_and_other_policies_refuse_it():
     from gymnasium import spaces
 
