@@ -179,6 +179,8 @@ class VQAData:
     questions: list[dict[str, Any]]
     meta: list[dict[str, Any]]
     root: Path
+    masks: np.ndarray | None = None
+    """The vl-data instance masks (N, H, W): each pixel's object index, -1 for none."""
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -210,7 +212,7 @@ def load_vqa_data(root: str | os.PathLike) -> VQAData:
         if not 0 <= int(q["image_index"]) < len(data):
             raise DatasetError(f"{root / QUESTIONS}: question {k} names image {q['image_index']}, but "
                                f"{images_dir} holds {len(data)} images")
-    return VQAData(data.images, scenes, questions, data.meta, root)
+    return VQAData(data.images, scenes, questions, data.meta, root, data.masks)
 
 
 # --- export ------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Visual question answering commands: vqa-data, vqa-train, vqa-eval, vqa-export, vqa-fewshot."""
+"""Visual question answering commands: vqa-data, vqa-train, nsvqa-train, vqa-eval, vqa-export, vqa-fewshot."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class VQAEvalConfig:
     """Settings of ``vlagym vqa-eval``."""
 
     model: str
-    """vqa-train run folder (or its model/ folder)."""
+    """vqa-train or nsvqa-train run folder (or its model/ folder)."""
     data: str
     """vqa-data folder to answer (held-out scenes: --split test)."""
     out: str | None = None
@@ -94,6 +94,38 @@ def cmd_vqa_train(args) -> int:
     return 0
 
 
+# --- nsvqa-train ----------------------------------------------------------------------------------------------
+def _nsvqa_train_args(s) -> None:
+    from vlagym.vl.nsvqa import NSVQAConfig
+
+    add_config(s, NSVQAConfig)
+    trust_pickle_flag(s, "a resume to unpickle a checkpoint.pt that torch.load(weights_only=True) refuses")
+    s.set_defaults(func=cmd_nsvqa_train)
+
+
+def cmd_nsvqa_train(args) -> int:
+    from vlagym.vl.nsvqa import NSVQAConfig, train_nsvqa
+
+    honour_trust_pickle(args)
+    cfg = NSVQAConfig(**args.config_values)
+    m = train_nsvqa(cfg)
+    if "final" in m:
+        print(_table(m["final"]))
+        print(_parts(m["final"]["parts"]))
+    print(f"model: {Path(cfg.out) / 'model'}")
+    return 0
+
+
+def _parts(parts: dict) -> str:
+    s = parts["scene_parser"]
+    return (f"scene parser: precision {s['precision']:.1%}, recall {s['recall']:.1%}, "
+            f"colour {s['color_accuracy']:.1%}, shape {s['shape_accuracy']:.1%}, size {s['size_accuracy']:.1%}, "
+            f"whole scene right {s['scene_exact']:.1%}"
+            f"\nprogram parser: exact match {parts['program_exact_match']:.1%}"
+            f"\nanswers with the true scene {parts['answers_with_true_scene']:.1%}, "
+            f"with the true program {parts['answers_with_true_program']:.1%}")
+
+
 # --- vqa-eval -------------------------------------------------------------------------------------------------
 def _vqa_eval_args(s) -> None:
     add_config(s, VQAEvalConfig, overrides=False)
@@ -102,10 +134,14 @@ def _vqa_eval_args(s) -> None:
 
 def cmd_vqa_eval(args) -> int:
     from vlagym.core.io import atomic_write_text
+    from vlagym.vl.nsvqa import eval_nsvqa, is_nsvqa
     from vlagym.vl.vqa import eval_vqa
 
-    res = eval_vqa(args.model, args.data, args.device)
+    ns = is_nsvqa(args.model)
+    res = (eval_nsvqa if ns else eval_vqa)(args.model, args.data, args.device)
     print(_table(res))
+    if ns:
+        print(_parts(res["parts"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(res, indent=2))
@@ -159,9 +195,16 @@ COMMANDS = [
             "Train an answer classifier over the vl vision and text towers with early, late or cross-attention "
             "fusion on vqa-data; report accuracy per question family on held-out scenes beside the blind "
             "question-only prior. key=value overrides set VQAConfig fields. Rerun to resume.", _vqa_train_args),
+    Command("nsvqa-train", "train a neuro-symbolic VQA model (scene parser, program parser, executor)",
+            "Train NS-VQA on vqa-data: a convolutional scene parser that finds each object and reads its colour, "
+            "shape, size, bowl and camera-frame position, supervised by the simulator's masks and object records; "
+            "and a GRU encoder-decoder from the question's words to its program. The executor runs the predicted "
+            "program on the predicted scene. key=value overrides set NSVQAConfig fields. Rerun to resume.",
+            _nsvqa_train_args),
     Command("vqa-eval", "per-family VQA accuracy of a trained model",
-            "Answer a vqa-data folder's questions with a vqa-train model; print accuracy per family and overall "
-            "beside the blind question-only prior of its training data.", _vqa_eval_args),
+            "Answer a vqa-data folder's questions with a vqa-train or nsvqa-train model; print accuracy per family "
+            "and overall beside the blind question-only prior of its training data (and, for NS-VQA, each part "
+            "on its own).", _vqa_eval_args),
     Command("vqa-export", "export vqa-data as COCO captions/instances or Visual Genome scene graphs",
             "Write a vqa-data folder's captions and boxes in COCO format (captions.json, instances.json) or its "
             "scene graphs, attributes and question-answers in Visual Genome's format, with PNG images.",
