@@ -1,4 +1,4 @@
-"""Visual question answering commands: vqa-data, vqa-train, nsvqa-train, vqa-eval, vqa-export, vqa-fewshot."""
+"""Visual question answering commands: vqa-data, vqa-train, nsvqa-train, vqa-eval, vqa-plot, vqa-export, vqa-fewshot."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ class VQAEvalConfig:
     """Write the report JSON here (default: print only)."""
     device: str = "auto"
     """auto, cpu or cuda."""
+
+
+@dataclass
+class VQAPlotConfig:
+    """Settings of ``vlagym vqa-plot``."""
+
+    reports: list[str]
+    """vqa-eval --out reports, or vqa-train / nsvqa-train run folders (their final held-out evaluation)."""
+    out: str
+    """PNG to write."""
+    labels: list[str] | None = None
+    """Legend label per report (default: each report's folder or file name)."""
+    title: str = ""
+    """Plot title."""
 
 
 @dataclass
@@ -149,6 +163,25 @@ def cmd_vqa_eval(args) -> int:
     return 0
 
 
+# --- vqa-plot -------------------------------------------------------------------------------------------------
+def _vqa_plot_args(s) -> None:
+    add_config(s, VQAPlotConfig, flags={"reports": Flag(positional=True)}, overrides=False)
+    s.set_defaults(func=cmd_vqa_plot)
+
+
+def cmd_vqa_plot(args) -> int:
+    from vlagym.vl.vqa import plot_families, read_report
+
+    labels = args.labels or [Path(r).stem if Path(r).is_file() else Path(r).name for r in args.reports]
+    if len(labels) != len(args.reports):
+        raise ValueError(f"--labels gives {len(labels)} labels for {len(args.reports)} reports")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--labels must differ from each other, got {labels}")
+    path = plot_families({lab: read_report(r) for lab, r in zip(labels, args.reports)}, args.out, args.title)
+    print(f"plot: {path}")
+    return 0
+
+
 # --- vqa-export -----------------------------------------------------------------------------------------------
 def _vqa_export_args(s) -> None:
     add_config(s, VQAExportConfig, overrides=False)
@@ -205,6 +238,10 @@ COMMANDS = [
             "Answer a vqa-data folder's questions with a vqa-train or nsvqa-train model; print accuracy per family "
             "and overall beside the blind question-only prior of its training data (and, for NS-VQA, each part "
             "on its own).", _vqa_eval_args),
+    Command("vqa-plot", "VQA accuracy per question family, several models beside the blind prior",
+            "Draw a bar chart of held-out accuracy per question family (and overall) for one or more vqa-eval "
+            "reports or vqa-train / nsvqa-train runs, with the first one's blind question-only prior.",
+            _vqa_plot_args),
     Command("vqa-export", "export vqa-data as COCO captions/instances or Visual Genome scene graphs",
             "Write a vqa-data folder's captions and boxes in COCO format (captions.json, instances.json) or its "
             "scene graphs, attributes and question-answers in Visual Genome's format, with PNG images.",

@@ -78,7 +78,7 @@ GENERATED = {
     "rl-plot": "PlotConfig", "compress": "CompressConfig", "speed-success": "SpeedSuccessConfig",
     "dataset": "DatasetConfig", "report": "ReportConfig", "eqa-data": "EQADataConfig", "eqa-train": "EQATrainConfig",
     "eqa-eval": "EQAEvalConfig", "vqa-data": "VQADataConfig", "vqa-train": "VQAConfig", "nsvqa-train": "NSVQAConfig",
-    "vqa-eval": "VQAEvalConfig",
+    "vqa-eval": "VQAEvalConfig", "vqa-plot": "VQAPlotConfig",
     "vqa-export": "VQAExportConfig", "vqa-fewshot": "FewShotConfig", "caption-train": "CaptionTrainConfig",
     "caption": "CaptionConfig", "parse-train": "ParseTrainConfig", "parse": "ParseConfig"}
 """Which command is generated from which dataclass."""

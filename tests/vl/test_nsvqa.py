@@ -122,6 +122,19 @@ def test_tiny_train_and_eval_end_to_end(vqa_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "overall" in out and "program parser: exact match" in out
     assert json.loads((tmp_path / "r.json").read_text())["model"] == final["model"]
+    # vqa-plot draws a run folder and a vqa-eval report side by side.
+    png = tmp_path / "families.png"
+    assert main(["vqa-plot", str(tmp_path / "run"), str(tmp_path / "r.json"), "--labels", "run", "report",
+                 "--out", str(png)]) == 0
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 500
+    assert main(["vqa-plot", str(tmp_path / "run"), "--labels", "a", "b", "--out", str(png)]) == 2
+    assert "2 labels for 1 reports" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no such report"):
+        from vlagym.vl.vqa import read_report
+
+        read_report(tmp_path / "nothing")
     # A finished run resumes to the same numbers without training again; other settings are refused.
     assert ns.train_nsvqa(cfg)["final"]["model"] == final["model"]
     with pytest.raises(ValueError, match="different settings"):
