@@ -44,7 +44,7 @@ from vlagym.core.resume import check_same_settings
 from vlagym.core.safe_load import torch_load_weights
 from vlagym.vl.captions import ObjectView
 from vlagym.vl.questions import COLORS, SHAPES, SIZES, Executor, QuestionError
-from vlagym.vl.vqa import QuestionPrior, accuracy_table, resolve_device
+from vlagym.vl.vqa import QuestionPrior, accuracy_table, read_prior, resolve_device
 from vlagym.vl.vqa_data import VQAData, load_vqa_data
 
 CONFIG = "nsvqa_config.json"
@@ -662,16 +662,8 @@ def train_nsvqa(cfg: NSVQAConfig, trust_pickle: bool | None = None) -> dict[str,
 def eval_nsvqa(model_dir: str | os.PathLike, data_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
     """``evaluate`` of an nsvqa-train run on a vqa-data folder, beside its training prior (blind)."""
     model = NSVQA.load(model_dir, resolve_device(device))
-    data = load_vqa_data(data_dir)
-    run = resolve_nsvqa_dir(model_dir).parent
-    prior = None
-    for p in (Path(model_dir) / "prior.json", run / "prior.json"):
-        if p.exists():
-            doc = read_json(p)
-            prior = QuestionPrior([])
-            prior.by_text, prior.by_family, prior.overall = doc["by_text"], doc["by_family"], doc["overall"]
-            break
-    return evaluate(model, data, prior)
+    prior = read_prior(Path(model_dir) / "prior.json", resolve_nsvqa_dir(model_dir).parent / "prior.json")
+    return evaluate(model, load_vqa_data(data_dir), prior)
 
 
 __all__ = ["NSVQA", "NSVQAConfig", "ProgramParser", "SceneParser", "eval_nsvqa", "evaluate", "from_prefix", "is_nsvqa",

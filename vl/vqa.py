@@ -485,15 +485,19 @@ def train_vqa(cfg: VQAConfig, trust_pickle: bool | None = None) -> dict[str, Any
 def eval_vqa(model_dir: str | os.PathLike, data_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
     """Per-family accuracy of a vqa-train run on a vqa-data folder, beside its training prior's (blind)."""
     model = VQAModel.load(model_dir, resolve_device(device))
-    data = load_vqa_data(data_dir)
     run = Path(model_dir)
-    prior_path = run / "prior.json" if (run / "prior.json").exists() else run.parent / "prior.json"
-    prior = None
-    if prior_path.exists():
-        p = read_json(prior_path)
-        prior = QuestionPrior([])
-        prior.by_text, prior.by_family, prior.overall = p["by_text"], p["by_family"], p["overall"]
-    return evaluate(model, data, prior)
+    return evaluate(model, load_vqa_data(data_dir), read_prior(run / "prior.json", run.parent / "prior.json"))
+
+
+def read_prior(*paths: str | os.PathLike) -> QuestionPrior | None:
+    """The blind prior a training run saved (``prior.json``), from the first of ``paths`` that exists."""
+    for path in map(Path, paths):
+        if path.exists():
+            doc = read_json(path)
+            prior = QuestionPrior([])
+            prior.by_text, prior.by_family, prior.overall = doc["by_text"], doc["by_family"], doc["overall"]
+            return prior
+    return None
 
 
 # --- plots ----------------------------------------------------------------------------------------------------------
@@ -552,4 +556,4 @@ def plot_families(reports: dict[str, dict[str, Any]], path: str | os.PathLike, t
 
 
 __all__ = ["FUSIONS", "QuestionPrior", "VQAConfig", "VQAModel", "accuracy_table", "eval_vqa", "evaluate",
-           "plot_families", "read_report", "train_vqa"]
+           "plot_families", "read_prior", "read_report", "train_vqa"]
