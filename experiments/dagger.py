@@ -44,6 +44,7 @@ from vlagym.core.env_args import env_id_of
 from vlagym.core.io import atomic_write_text, read_json
 from vlagym.core.splits import SPLIT_SEED_START
 from vlagym.dataio.dataset import index_demos
+from vlagym.experiments.report import save_figure
 
 DAGGER_SEED_START = 500_000
 """Training-split seeds of the rollouts (round r uses ``DAGGER_SEED_START + (r - 1) * episodes`` on):
@@ -252,8 +253,4 @@ def plot_dagger_runs(reports: dict[str, dict[str, Any]], path: str | Path, title
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -517,43 +517,5 @@ def read_report(path: str | os.PathLike) -> dict[str, Any]:
     return doc
 
 
-def plot_families(reports: dict[str, dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Accuracy per question family: one bar per report (legend label -> report), and the first report's blind
-    prior, on held-out questions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    first = next(iter(reports.values()))
-    families = list(first["model"]["per_family"]) + ["overall"]
-    bars = {label: r["model"] for label, r in reports.items()}
-    if "blind" in first:
-        bars["blind (question only)"] = first["blind"]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(bars)
-    for k, (label, res) in enumerate(bars.items()):
-        ys = [100 * (res["accuracy"] if f == "overall" else res["per_family"].get(f, {}).get("accuracy", np.nan))
-              for f in families]
-        ax.bar(np.arange(len(families)) + (k - (len(bars) - 1) / 2) * width, ys, width, label=label,
-               color="0.7" if label.startswith("blind") else None)
-    ax.set_xticks(np.arange(len(families)), [f.replace("_", " ") for f in families], rotation=30, ha="right",
-                  fontsize=8)
-    ax.set_ylabel("accuracy on held-out questions (%)")
-    ax.set_ylim(0, 112)
-    ax.set_yticks(range(0, 101, 20))
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", ncol=len(bars), frameon=False)
-    ax.set_title(title or "VQA accuracy per question family")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 __all__ = ["FUSIONS", "QuestionPrior", "VQAConfig", "VQAModel", "accuracy_table", "eval_vqa", "evaluate",
-           "plot_families", "read_prior", "read_report", "train_vqa"]
+           "read_prior", "read_report", "train_vqa"]

@@ -170,7 +170,8 @@ def _vqa_plot_args(s) -> None:
 
 
 def cmd_vqa_plot(args) -> int:
-    from vlagym.vl.vqa import plot_families, read_report
+    from vlagym.experiments.vqa_plot import plot_families
+    from vlagym.vl.vqa import read_report
 
     labels = args.labels or [Path(r).stem if Path(r).is_file() else Path(r).name for r in args.reports]
     if len(labels) != len(args.reports):
