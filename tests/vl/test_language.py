@@ -28,8 +28,10 @@ from vlagym.vl.parser import (
     align_frame_of,
     alignment,
     ground_parse,
+    in_context,
     load_pairs,
     run_parse_train,
+    scene_shapes,
     task_slots,
     word_tags,
 )
@@ -180,6 +182,88 @@ def test_parser_learns_slots_and_grounds_them(parse_run):
                          timeout=240)
     assert res.returncode == 0, res.stderr
     assert '"side": "left"' in res.stdout and '"task": "push"' in res.stdout
+    # An env reset instead of text: its instruction parsed with and without its scene, beside the true slots.
+    res = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", "parse", "--model", str(out), "--env",
+                          "vlagym/TabletopPlace-v0", "--seed", "2000000", "--level", "L1"], capture_output=True,
+                         text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    lines = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
+    truth = json.loads(lines["true slots"])
+    assert truth["task"] == "place" and lines["instruction"].strip("'").count(truth["object"]["color"])
+    assert lines["scene-grounded"].startswith(json.dumps(truth)) and lines["scene-grounded"].endswith("(right)")
+    res = subprocess.run([sys.executable, "-m", "vlagym.experiments.cli", "parse", "--model", str(out)],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode != 0 and "give instructions (--text ...) or an env reset" in res.stderr
+
+
+def test_scene_grounded_parse_picks_the_shape_the_scene_holds_in_that_colour(parse_run):
+    out, r = parse_run
+    p = InstructionParser.load(out)
+    # The eval pairs carry their scenes, and the grounded parse of them is scored beside the text-only one.
+    assert set(r["learned_scene"]) >= {"L1", "L4"} and r["learned_scene"]["L1"]["exact_match"] >= 0.9
+    words = ["put", "the", "green", "thing", "in", "the", "blue", "bowl"]
+    tags = ["O", "O", "object.color", "object.shape", "O", "O", "destination.color", "destination.shape"]
+    scene = [{"color": "green", "shape": "cylinder"}, {"color": "green", "shape": "cube"},
+             {"color": "blue", "shape": "bowl"}, {"color": "red", "shape": "ball"}]
+    assert scene_shapes(scene, words, tags, "object") == ["cube", "cylinder"]  # canonical order
+    assert scene_shapes(scene, words, tags, "destination") == ["bowl"]
+    assert scene_shapes(None, words, tags, "object") == [] and scene_shapes(scene, words, ["O"] * 8, "object") == []
+    # The shape word picks among the shapes the scene holds in its slot's colour: the nearest of them, and the
+    # only one when there is one.
+    text = "put the green cube in the blue bowl"
+    plain = p.parse([text])[0]
+    assert plain == {"task": "place", "object": {"color": "green", "shape": "cube"},
+                     "destination": {"color": "blue", "shape": "bowl"}}
+    for shapes, want in ((("cube", "cylinder"), "cube"), (("cylinder",), "cylinder")):
+        scene = [{"color": "green", "shape": s} for s in shapes] + [{"color": "blue", "shape": "bowl"}]
+        assert p.parse([text], [scene])[0] == {**plain, "object": {"color": "green", "shape": want}}
+    # No scene: the text-only parse.
+    assert p.parse([text], [None])[0] == plain
+    with pytest.raises(ValueError, match="2 scenes for 1 instructions"):
+        p.parse([text], [None, None])
+
+
+def test_scaled_emissions_let_a_confident_colour_pull_the_next_word_into_its_slot(parse_run):
+    out, r = parse_run
+    p = InstructionParser.load(out)
+    assert p.scaled_emissions and "learned_scaled_emissions_False" in r
+    prior = p.heads.log_prior.exp()
+    assert prior.sum() == pytest.approx(1.0, abs=1e-4) and p.tags[int(prior.argmax())] == "O"
+    f, _ = p.features(["put the green cube in the blue bowl"])
+    post = torch.log_softmax(p.heads.tag(in_context(f[0], p.tag_window)), -1)
+    assert torch.allclose(p.emissions(f[0]), post - p.heads.log_prior)
+    p.scaled_emissions = False
+    assert torch.allclose(p.emissions(f[0]), post)
+    # "the green block": the tagger is sure of "green" as a colour but reads the unseen "block" as O; the grammar
+    # (a colour is always followed by its shape) lives in the transitions. Raw posteriors count the priors twice
+    # and drop the slot; the scaled ones keep it.
+    q = InstructionParser(["O", "object.color", "object.shape"], ["touch"], {}, features=p.features)
+    q.heads.log_trans.copy_(torch.tensor([[-0.2, -3.2, -9.0], [-20.0, -20.0, 0.0], [-0.1, -9.0, -9.0],
+                                          [-0.1, -3.0, -9.0]]))  # rows: from O, colour, shape, start
+    q.heads.log_prior.copy_(torch.tensor([-0.36, -3.5, -3.5]))
+    post = torch.tensor([[0.0, -20.0, -20.0], [-6.8, -0.01, -9.0], [-0.003, -12.0, -5.9]])  # the, green, block
+    assert q.viterbi(post) == [0, 0, 0]
+    assert q.viterbi(post - q.heads.log_prior) == [0, 1, 2]
+
+
+def test_scene_mask_rules_out_colours_doors_and_furniture_the_scene_lacks(parse_run, capsys):
+    import argparse
+
+    from vlagym.experiments.commands.language import cmd_parse
+
+    out, _ = parse_run
+    # A navigation reset's scene: its landmarks, furniture and doors, all printed by `vlagym parse --env`.
+    cmd_parse(argparse.Namespace(model=str(out), text=[], env="vlagym/NavRelationalGoal-v0", seed=2000000,
+                                 level="L1"))
+    printed = capsys.readouterr().out
+    assert " door" in printed.split("scene: ")[1] and "true slots: " in printed
+    p = InstructionParser.load(out)
+    words = ["put", "the", "red", "cube", "in", "the", "blue", "bowl"]
+    assert not p.scene_mask(words, None).any()
+    mask = p.scene_mask(words, [{"color": "red", "shape": "cube"}, {"color": "green", "shape": "bowl"}])
+    color = [j for j, t in enumerate(p.tags) if t.endswith(".color")]
+    assert color and (mask[2, color] == 0).all() and (mask[6, color] < -1e8).all()  # no blue object
+    assert (mask[:, p.tags.index("O")] == 0).all()
 
 
 def test_alignment_scores_matching_words_and_the_default_envs_have_slot_readers():
