@@ -355,6 +355,8 @@ class ParseTrainConfig:
             raise ValueError(f"shape_rule must be one of {', '.join(SHAPE_RULES)}, got {self.shape_rule!r}")
         if self.val_per_level < 0:
             raise ValueError(f"val_per_level must be >= 0, got {self.val_per_level}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if not 0 <= self.eval_seed_offset < SPLIT_SIZE // 2:
             raise ValueError(f"eval_seed_offset must be in [0, {SPLIT_SIZE // 2}), got {self.eval_seed_offset}")
 
@@ -362,8 +364,6 @@ class ParseTrainConfig:
         self.env = [self.env] if isinstance(self.env, str) else list(self.env or default)
         for e in self.env:
             check_env_id(e)
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
         for name in ("train_per_env", "eval_per_level", "epochs", "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -621,7 +621,7 @@ def train_parser(pairs: list[dict[str, Any]], cfg: ParseTrainConfig, features: W
             counts_t[prev, tags.index(t)] += 1
             prev = tags.index(t)
     parser.heads.log_trans.copy_((counts_t / counts_t.sum(1, keepdim=True)).log())
-    counts_p = counts_t[:, :].sum(0)  # every training word's tag once (each is some row's next tag)
+    counts_p = counts_t.sum(0)  # every training word's tag once (each is some row's next tag)
     parser.heads.log_prior.copy_((counts_p / counts_p.sum()).log())
     all_pairs = pairs + augment(pairs, rng)
     words, _ = parser.features([p["instruction"] for p in all_pairs])
