@@ -158,6 +158,16 @@ def scene_objects(env) -> list[dict[str, Any]]:
         [{"furniture": f.kind} for f in scene.furniture] + [{"door": r.door_color} for r in scene.rooms if r.door_color]
 
 
+def reset_pair(env, seed: int) -> dict[str, Any]:
+    """Reset ``env`` at ``seed``: its instruction, the true slots and their word tags, the scene
+    (``scene_objects``) and (tabletop) the named objects' scene indices."""
+    obs, info = env.reset(seed=seed)
+    slots, ids = task_slots(env.unwrapped.task)
+    text = str(obs["instruction"])
+    return {"seed": seed, "split": info.get("generalization_split"), "instruction": text, "slots": slots,
+            "tags": word_tags(text, slots), "scene": scene_objects(env), "ids": ids}
+
+
 def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str = "pairs", offset: int = 0
                ) -> list[dict[str, Any]]:
     """``count`` (instruction, slots) pairs per env at ``level``, from consecutive seeds of ``split`` starting
@@ -172,15 +182,7 @@ def make_pairs(env_ids: list[str], level: str, count: int, split: str, desc: str
         env = gym.make(env_id, obs_mode="state", level=level)
         try:
             for k in range(count):
-                seed = SPLIT_SEED_START[split] + offset + k
-                obs, info = env.reset(seed=seed)
-                task = env.unwrapped.task
-                slots, ids = task_slots(task)
-                scene = scene_objects(env)
-                text = str(obs["instruction"])
-                out.append({"env": env_id, "seed": seed, "level": level, "split": info.get("generalization_split"),
-                            "instruction": text, "slots": slots, "tags": word_tags(text, slots), "scene": scene,
-                            "ids": ids})
+                out.append({"env": env_id, "level": level, **reset_pair(env, SPLIT_SEED_START[split] + offset + k)})
                 bar.update()
         finally:
             env.close()

@@ -126,16 +126,15 @@ def cmd_parse(args) -> int:
     import gymnasium as gym
 
     from vlagym.envs import check_env_id
-    from vlagym.vl.parser import scene_objects, task_slots
+    from vlagym.vl.parser import reset_pair
 
     check_env_id(args.env)
     env = gym.make(args.env, obs_mode="state", **({"level": args.level} if args.level else {}))
     try:
-        obs, _ = env.reset(seed=args.seed)
-        text, scene = str(obs["instruction"]), scene_objects(env)
-        truth, _ = task_slots(env.unwrapped.task)
+        pair = reset_pair(env, args.seed)
     finally:
         env.close()
+    text, scene, truth = pair["instruction"], pair["scene"], pair["slots"]
     print(f"instruction: {text!r}")
     print("scene: " + ", ".join(f"{o['color']} {o['shape']}" if "shape" in o else
                                  f"a {o['furniture']}" if "furniture" in o else f"a {o['door']} door" for o in scene))
